@@ -1,0 +1,98 @@
+"""Attention-recording overhead against a bare forward pass, as ratios measured in one run.
+
+For each model config and method: median wall time of ``TokenMapExplainer`` (hooks installed,
+fused attention switched off for the layers the method reads, the method's reduction) divided
+by the median time of a bare fused forward under ``torch.no_grad()``. Gradient methods are also
+compared with a bare forward + backward to the input, the cost floor of any gradient method.
+
+Run:  python bench/attention_overhead.py [--configs tiny base] [--batch 8] [--repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+import timm
+import torch
+
+from captum_fvit.explain import METHODS, TokenMapExplainer
+
+CONFIGS = {
+    # name: (timm name, kwargs, image size)
+    "tiny": ("vit_tiny_patch16_224", {"img_size": 64, "patch_size": 8}, 64),
+    "base": ("vit_base_patch16_224", {}, 224),
+}
+
+
+def _median_seconds(fn, repeats: int) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def run(configs: list[str], batch: int, repeats: int) -> list[dict]:
+    torch.manual_seed(0)
+    rows = []
+    for config in configs:
+        name, kwargs, size = CONFIGS[config]
+        model = timm.create_model(name, pretrained=False, num_classes=10, **kwargs).eval()
+        x = torch.randn(batch, 3, size, size)
+
+        def bare():
+            with torch.no_grad():
+                model(x)
+
+        def bare_backward():
+            xi = x.detach().requires_grad_(True)
+            torch.autograd.grad(model(xi)[:, 0].sum(), xi)
+
+        t_bare = _median_seconds(bare, repeats)
+        t_backward = _median_seconds(bare_backward, repeats)
+        for method in sorted(METHODS):
+            explainer = TokenMapExplainer(model, method)
+            t = _median_seconds(lambda: explainer(x), repeats)
+            rows.append(
+                {
+                    "config": config,
+                    "batch": batch,
+                    "method": method,
+                    "ms_per_image": 1e3 * t / batch,
+                    "ratio_vs_bare_forward": t / t_bare,
+                    "ratio_vs_forward_backward": t / t_backward
+                    if explainer.method.needs_gradients
+                    else None,
+                }
+            )
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--configs", nargs="+", default=["tiny", "base"], choices=list(CONFIGS))
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
+    args = parser.parse_args()
+    rows = run(args.configs, args.batch, args.repeats)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device cpu")
+    print(f"{'config':<7}{'method':<14}{'ms/image':>10}{'× bare fwd':>12}{'× fwd+bwd':>11}")
+    for r in rows:
+        fb = r["ratio_vs_forward_backward"]
+        print(
+            f"{r['config']:<7}{r['method']:<14}{r['ms_per_image']:>10.2f}"
+            f"{r['ratio_vs_bare_forward']:>12.2f}{(f'{fb:.2f}' if fb else '-'):>11}"
+        )
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(rows, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
