@@ -5,6 +5,13 @@ Public API
 AttentionMap
     An attention explanation (raw, rollout, gradient rollout, attention Grad-CAM) of any
     supported ViT as a Captum ``Attribution``.
+DDSAttention
+    Denoised Diffusion Smoothing (DDS) of an attention explanation: noise in pixel space,
+    one-shot diffusion denoising, attention of the denoised image, averaged over samples.
+DDS
+    The same denoised ensemble around any Captum attribution.
+DiffusionDenoiser, IdentityDenoiser, load_guided_diffusion
+    Denoisers (diffusers UNet2DModel + scheduler, none, OpenAI ADM checkpoints).
 AttentionRecorder, register_adapter, AttentionAdapter
     Recording attention from stock timm, torchvision and Hugging Face models, and adding
     model families.
@@ -14,7 +21,8 @@ Normalization
 """
 
 from .attention import AttentionAdapter, AttentionRecorder, TokenLayout, register_adapter
-from .attr import AttentionMap
+from .attr import DDS, AttentionMap, DDSAttention, DDSResult
+from .denoise import DiffusionDenoiser, IdentityDenoiser, load_guided_diffusion
 from .explain import METHODS, TokenMapExplainer, make_method
 from .space import Normalization, resolve_normalization, tokens_to_pixels
 
@@ -25,10 +33,16 @@ __all__ = [
     "AttentionAdapter",
     "AttentionMap",
     "AttentionRecorder",
+    "DDS",
+    "DDSAttention",
+    "DDSResult",
+    "DiffusionDenoiser",
+    "IdentityDenoiser",
     "Normalization",
     "TokenLayout",
     "TokenMapExplainer",
     "__version__",
+    "load_guided_diffusion",
     "make_method",
     "register_adapter",
     "resolve_normalization",

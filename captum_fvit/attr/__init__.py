@@ -1,5 +1,7 @@
 """Captum ``Attribution`` classes of captum-fvit."""
 
 from .attention_map import AttentionMap
+from .dds import DDS
+from .dds_attention import DDSAttention, DDSResult
 
-__all__ = ["AttentionMap"]
+__all__ = ["DDS", "AttentionMap", "DDSAttention", "DDSResult"]

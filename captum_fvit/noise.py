@@ -1,0 +1,98 @@
+"""Seeded pixel noise that does not depend on how the samples are chunked.
+
+Noise sample ``s`` (``s = 0 .. n-1``) is the same tensor however the ensemble is split into
+batches: samples are grouped in fixed *blocks* of :data:`NOISE_BLOCK` samples, and block ``b``
+is drawn from a generator seeded by a hash of ``(seed, stream, b)``. A chunk covering samples
+``[s0, s1)`` draws the blocks it touches and slices them. Because the noise depends on the
+sample index only, every input of a batch sees the same noise draws (common random numbers):
+the result for one image does not depend on the other images in its batch.
+
+All noise is in **[0, 1] pixel units** with standard deviation σ.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+__all__ = ["NOISE_KINDS", "NOISE_BLOCK", "block_seed", "draw_noise", "random_seed"]
+
+#: Noise distributions, each with standard deviation σ. Only "gaussian" can be certified.
+NOISE_KINDS = ("gaussian", "laplace", "uniform")
+
+#: Samples per independently seeded block.
+NOISE_BLOCK = 16
+
+
+def random_seed() -> int:
+    """A fresh seed from torch's global generator (so ``torch.manual_seed`` controls it)."""
+    return int(torch.randint(0, 2**62, (1,)).item())
+
+
+def block_seed(seed: int, block: int, stream: int = 0) -> int:
+    """Seed of one noise block, mixed with numpy's ``SeedSequence``."""
+    state = np.random.SeedSequence([int(seed) & (2**63 - 1), int(stream), int(block)])
+    return int(state.generate_state(1, np.uint64)[0] & np.uint64(2**63 - 1))
+
+
+def _draw_block(
+    kind: str, shape: tuple[int, ...], generator: torch.Generator, device: torch.device
+) -> torch.Tensor:
+    if kind == "gaussian":
+        return torch.randn(shape, generator=generator, device=device)
+    uniform = torch.rand(shape, generator=generator, device=device)
+    if kind == "uniform":
+        return (2 * uniform - 1) * math.sqrt(3.0)  # unit variance
+    # Laplace with unit variance (scale 1/√2) by inverting its CDF.
+    centred = uniform - 0.5
+    return -torch.sign(centred) * torch.log1p(-2 * centred.abs()) / math.sqrt(2.0)
+
+
+def draw_noise(
+    seed: int,
+    start: int,
+    stop: int,
+    shape: tuple[int, ...],
+    sigma: float,
+    *,
+    device: torch.device | str = "cpu",
+    kind: str = "gaussian",
+    stream: int = 0,
+) -> torch.Tensor:
+    """Noise samples ``start .. stop-1`` of a seeded sequence, ``(stop-start)×shape``.
+
+    Parameters
+    ----------
+    seed : int
+        Seed of the whole sequence.
+    start, stop : int
+        Sample range.
+    shape : tuple of int
+        Shape of one sample (``C×H×W``).
+    sigma : float
+        Standard deviation in [0, 1] pixel units.
+    device : torch.device or str
+        Where the noise is generated (on the GPU for GPU inputs).
+    kind : {"gaussian", "laplace", "uniform"}
+        Distribution, scaled to standard deviation ``sigma``.
+    stream : int
+        Independent sub-sequence (e.g. selection samples vs estimation samples).
+    """
+    if kind not in NOISE_KINDS:
+        raise ValueError(f"noise must be one of {NOISE_KINDS}, got {kind!r}")
+    if not 0 <= start <= stop:
+        raise ValueError(f"bad sample range [{start}, {stop})")
+    device = torch.device(device)
+    generator = torch.Generator(device=device)
+    first, last = start // NOISE_BLOCK, (stop - 1) // NOISE_BLOCK
+    blocks = []
+    for block in range(first, last + 1):
+        generator.manual_seed(block_seed(seed, block, stream))
+        blocks.append(_draw_block(kind, (NOISE_BLOCK, *shape), generator, device))
+    if not blocks:
+        return torch.empty((0, *shape), device=device)
+    noise = torch.cat(blocks) if len(blocks) > 1 else blocks[0]
+    offset = first * NOISE_BLOCK
+    return noise[start - offset : stop - offset].mul_(sigma)

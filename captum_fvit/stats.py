@@ -1,0 +1,98 @@
+"""Streaming statistics over Monte-Carlo samples: memory flat in the number of samples.
+
+Each chunk of samples is folded in at once with ``index_add_`` keyed by the input each
+sample belongs to; sums are kept in float64 so that means and variances of thousands of
+[0, 1]-valued samples stay exact to well below the confidence intervals built on them.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["RunningMoments", "TopKVotes", "ClassCounts"]
+
+
+class RunningMoments:
+    """Per-input running count, mean and (unbiased) variance of a feature tensor.
+
+    Parameters
+    ----------
+    n_inputs : int
+        Number of inputs the samples belong to.
+    feature_shape : tuple of int
+        Shape of one sample's features (``(P,)`` for token maps, ``(C, H, W)`` for pixels).
+    device : torch.device
+        Where the sums live.
+    """
+
+    def __init__(self, n_inputs: int, feature_shape: tuple[int, ...], device) -> None:
+        self.count = torch.zeros(n_inputs, dtype=torch.float64, device=device)
+        self.sum = torch.zeros((n_inputs, *feature_shape), dtype=torch.float64, device=device)
+        self.sum_sq = torch.zeros_like(self.sum)
+
+    def update(self, index: torch.Tensor, values: torch.Tensor) -> None:
+        """Fold in ``values`` (``M×feature``) of the inputs ``index`` (``M``)."""
+        values = values.detach().double()
+        self.count.index_add_(0, index, torch.ones_like(index, dtype=torch.float64))
+        self.sum.index_add_(0, index, values)
+        self.sum_sq.index_add_(0, index, values * values)
+
+    def _count(self) -> torch.Tensor:
+        return self.count.view(-1, *([1] * (self.sum.dim() - 1)))
+
+    @property
+    def mean(self) -> torch.Tensor:
+        return self.sum / self._count().clamp(min=1)
+
+    @property
+    def variance(self) -> torch.Tensor:
+        """Unbiased sample variance (0 with fewer than two samples)."""
+        n = self._count()
+        centred = (self.sum_sq - self.sum * self.sum / n.clamp(min=1)).clamp(min=0)
+        return torch.where(n > 1, centred / (n - 1).clamp(min=1), torch.zeros_like(centred))
+
+    @property
+    def std(self) -> torch.Tensor:
+        return self.variance.sqrt()
+
+
+class TopKVotes:
+    """How often each token is among the ``k`` largest of a sample's map, per input."""
+
+    def __init__(self, n_inputs: int, n_tokens: int, k: int, device) -> None:
+        if not 1 <= k < n_tokens:
+            raise ValueError(
+                f"k must be between 1 and the number of patch tokens minus one "
+                f"({n_tokens - 1}), got k={k}"
+            )
+        self.k = k
+        self.counts = torch.zeros((n_inputs, n_tokens), dtype=torch.int64, device=device)
+
+    def update(self, index: torch.Tensor, maps: torch.Tensor) -> None:
+        top = maps.detach().topk(self.k, dim=1).indices
+        member = torch.zeros(maps.shape, dtype=torch.int64, device=maps.device)
+        member.scatter_(1, top, 1)
+        self.counts.index_add_(0, index, member)
+
+
+class ClassCounts:
+    """Per-input counts of the predicted class and running sum of the softmax."""
+
+    def __init__(self, n_inputs: int, device) -> None:
+        self.n_inputs = n_inputs
+        self.device = device
+        self.counts: torch.Tensor | None = None
+        self.softmax_sum: torch.Tensor | None = None
+
+    def update(self, index: torch.Tensor, logits: torch.Tensor) -> None:
+        logits = logits.detach().float()
+        if self.counts is None:
+            k = logits.shape[1]
+            self.counts = torch.zeros((self.n_inputs, k), dtype=torch.int64, device=self.device)
+            self.softmax_sum = torch.zeros((self.n_inputs, k), dtype=torch.float64, device=self.device)
+        predicted = torch.nn.functional.one_hot(logits.argmax(1), logits.shape[1])
+        self.counts.index_add_(0, index, predicted)
+        self.softmax_sum.index_add_(0, index, logits.softmax(1).double())
+
+    def mean_softmax(self, n: torch.Tensor) -> torch.Tensor:
+        return self.softmax_sum / n.view(-1, 1).clamp(min=1)
