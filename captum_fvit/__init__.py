@@ -8,6 +8,9 @@ AttentionMap
 DDSAttention
     Denoised Diffusion Smoothing (DDS) of an attention explanation: noise in pixel space,
     one-shot diffusion denoising, attention of the denoised image, averaged over samples.
+FaithfulRegion
+    Certified radius within which the top-k attention tokens and the prediction cannot
+    change, with explicit confidence.
 DDS
     The same denoised ensemble around any Captum attribution.
 DiffusionDenoiser, IdentityDenoiser, load_guided_diffusion
@@ -21,7 +24,7 @@ Normalization
 """
 
 from .attention import AttentionAdapter, AttentionRecorder, TokenLayout, register_adapter
-from .attr import DDS, AttentionMap, DDSAttention, DDSResult
+from .attr import DDS, AttentionMap, DDSAttention, DDSResult, FaithfulRegion, RegionCertificate
 from .denoise import DiffusionDenoiser, IdentityDenoiser, load_guided_diffusion
 from .explain import METHODS, TokenMapExplainer, make_method
 from .space import Normalization, resolve_normalization, tokens_to_pixels
@@ -37,6 +40,8 @@ __all__ = [
     "DDSAttention",
     "DDSResult",
     "DiffusionDenoiser",
+    "FaithfulRegion",
+    "RegionCertificate",
     "IdentityDenoiser",
     "Normalization",
     "TokenLayout",

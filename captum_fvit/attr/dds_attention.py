@@ -59,6 +59,8 @@ class DDSResult:
         ``N×P`` smoothed map: mean of the sum-normalised token maps ``h``.
     std : Tensor
         ``N×P`` per-token standard deviation of ``h`` over the samples.
+    variance : Tensor
+        ``N×P`` unbiased sample variance of ``h`` (float64, for confidence bounds).
     votes : Tensor or None
         ``N×P`` counts of samples in which the token was among the top ``k``.
     k : int or None
@@ -85,6 +87,7 @@ class DDSResult:
 
     mean: torch.Tensor
     std: torch.Tensor
+    variance: torch.Tensor
     votes: torch.Tensor | None
     k: int | None
     class_counts: torch.Tensor
@@ -341,6 +344,7 @@ class DDSAttention(Attribution):
         return DDSResult(
             mean=moments.mean.to(images.dtype),
             std=moments.std.to(images.dtype),
+            variance=moments.variance,
             votes=state["votes"].counts if k is not None else None,
             k=k,
             class_counts=classes.counts,
