@@ -288,3 +288,29 @@ def test_unsupported_model_gets_a_clear_type_error():
 
 
 
+
+
+@pytest.mark.parametrize(
+    "name", ["beit_base_patch16_224", "eva02_tiny_patch14_224", "deit3_small_patch16_224"]
+)
+def test_other_timm_families(name, images):
+    """BEiT (relative position bias), EVA (rotary embeddings) and DeiT-III: recording runs
+    timm's own explicit path bit for bit, maps are probabilities, the model is restored."""
+    model = make_timm_vit(name=name, depth=2)
+    modules = find_adapter(model).attention_modules(model)
+    assert len(modules) == 2
+    before = model_state(model)
+    with torch.no_grad():
+        for m in modules:
+            m.fused_attn = False
+        explicit = model(images)
+        for m in modules:
+            m.fused_attn = True
+        with AttentionRecorder(model, gradients=True) as recorder:
+            recorded = model(images)
+    assert torch.equal(recorded, explicit)
+    assert model_state(model) == before
+    probs = recorder.store.attentions[1]
+    assert probs.shape == (3, 3, 17, 17)
+    torch.testing.assert_close(probs.sum(-1), torch.ones(3, 3, 17))
+    assert recorder.layout((32, 32)).grid == (4, 4)
