@@ -20,17 +20,23 @@ same result.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from .denoise.base import check_sigma, denoiser_in_channels
+from .denoise.identity import IdentityDenoiser
+from .explain.targets import logits_of
 from .noise import NOISE_KINDS, block_seed, draw_noise
-from .space import Normalization
+from .space import Normalization, resolve_normalization
+from .stats import ClassCounts
 
-__all__ = ["Chunk", "SmoothingEngine"]
+__all__ = ["Chunk", "SmoothingEngine", "SELECTION_STREAM"]
+
+#: Noise stream of the samples that select a class (independent of the estimation samples).
+SELECTION_STREAM = 1
 
 
 @dataclass
@@ -103,6 +109,49 @@ class SmoothingEngine:
         self.clamp = clamp
         self.autocast = autocast
         self._warned_oom = False
+
+    @classmethod
+    def for_model(
+        cls,
+        model: Callable,
+        denoiser: Callable | None,
+        sigma: float,
+        *,
+        input_mean: Sequence[float] | None = None,
+        input_std: Sequence[float] | None = None,
+        **options: Any,
+    ) -> SmoothingEngine:
+        """An engine for ``model``'s normalisation (``input_mean``/``input_std``, else timm's
+        ``pretrained_cfg``, else [0, 1]); ``denoiser=None`` means no denoising."""
+        normalization = resolve_normalization(model, input_mean, input_std)
+        denoiser = denoiser if denoiser is not None else IdentityDenoiser()
+        return cls(denoiser, sigma, normalization, **options)
+
+    def class_counts(
+        self,
+        model: Callable,
+        inputs: torch.Tensor,
+        n_samples: int,
+        seed: int,
+        stream: int = SELECTION_STREAM,
+        forward_args: tuple = (),
+    ) -> torch.Tensor:
+        """``N×K`` counts of the class ``model`` predicts on ``n_samples`` denoised samples."""
+        counts = ClassCounts(inputs.shape[0], inputs.device)
+
+        def compute(chunk: Chunk) -> torch.Tensor:
+            with torch.no_grad():
+                return logits_of(model(chunk.inputs, *forward_args))
+
+        self.run(
+            inputs,
+            n_samples,
+            seed,
+            compute,
+            lambda chunk, logits: counts.update(chunk.input_index, logits),
+            stream=stream,
+        )
+        return counts.counts
 
     def check_inputs(self, inputs: torch.Tensor) -> None:
         """Raise if the denoiser cannot take images with these channels."""

@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-from captum.attr import Attribution
 from captum.log import log_usage
 from torch import nn
 
@@ -15,6 +14,7 @@ from ..explain import TokenMapExplainer, TokenMapMethod
 from ..explain.targets import TargetType
 from ..space import UPSAMPLE_MODES, tokens_to_pixels
 from ..validation import check_image_batch
+from .base import ViTAttribution
 
 __all__ = ["AttentionMap"]
 
@@ -42,7 +42,7 @@ def forward_args_tuple(additional_forward_args: Any) -> tuple:
     return (additional_forward_args,)
 
 
-class AttentionMap(Attribution):
+class AttentionMap(ViTAttribution):
     """Attention explanation of a Vision Transformer, as a Captum attribution.
 
     The model runs once with its attention recorded (fused kernels switched off for the
@@ -103,18 +103,6 @@ class AttentionMap(Attribution):
         self.method = self.explainer.method
         self.upsample = upsample
         self._grid: tuple[int, int] | None = None
-
-    @classmethod
-    def get_name(cls) -> str:
-        return "AttentionMap"
-
-    @property
-    def multiplies_by_inputs(self) -> bool:
-        """Attention maps are not multiplied by the inputs."""
-        return False
-
-    def has_convergence_delta(self) -> bool:
-        return False
 
     @property
     def grid(self) -> tuple[int, int] | None:

@@ -14,13 +14,12 @@ import torch
 from captum.attr import Attribution
 from captum.log import log_usage
 
-from ..denoise import IdentityDenoiser
 from ..explain.targets import TargetType, logits_of, resolve_target
 from ..noise import random_seed
-from ..smoothing import Chunk, SmoothingEngine
-from ..space import resolve_normalization
-from ..stats import ClassCounts, RunningMoments
+from ..smoothing import SELECTION_STREAM, Chunk, SmoothingEngine
+from ..stats import RunningMoments
 from .attention_map import InputType, unpack_inputs
+from .base import ViTAttribution
 
 __all__ = ["DDS"]
 
@@ -34,7 +33,7 @@ def _index_batch_args(value: Any, n_inputs: int, index: torch.Tensor) -> Any:
     return value
 
 
-class DDS(Attribution):
+class DDS(ViTAttribution):
     """Denoised Diffusion Smoothing of any Captum attribution.
 
     Parameters
@@ -96,50 +95,27 @@ class DDS(Attribution):
         if int(n_select) < 1:
             raise ValueError(f"n_select must be at least 1, got {n_select}")
         self.attribution = attribution
-        self.denoiser = denoiser if denoiser is not None else IdentityDenoiser()
-        model = attribution.forward_func
-        self.normalization = resolve_normalization(model, input_mean, input_std)
-        self.engine = SmoothingEngine(
-            self.denoiser,
+        self.engine = SmoothingEngine.for_model(
+            attribution.forward_func,
+            denoiser,
             sigma,
-            self.normalization,
+            input_mean=input_mean,
+            input_std=input_std,
             batch_size=batch_size,
             noise=noise,
             clamp=clamp,
             autocast=autocast,
         )
+        self.denoiser = self.engine.denoiser
+        self.normalization = self.engine.normalization
         self.sigma = self.engine.sigma
         self.n_samples = int(n_samples)
         self.n_select = int(n_select)
         self.last_std: torch.Tensor | None = None
 
-    @classmethod
-    def get_name(cls) -> str:
-        return "DDS"
-
     @property
     def multiplies_by_inputs(self) -> bool:
         return self.attribution.multiplies_by_inputs
-
-    def has_convergence_delta(self) -> bool:
-        return False
-
-    def _select_target(self, images: torch.Tensor, seed: int) -> torch.Tensor:
-        counts = ClassCounts(images.shape[0], images.device)
-
-        def compute(chunk: Chunk) -> torch.Tensor:
-            with torch.no_grad():
-                return logits_of(self.forward_func(chunk.inputs))
-
-        self.engine.run(
-            images,
-            self.n_select,
-            seed,
-            compute,
-            lambda chunk, logits: counts.update(chunk.input_index, logits),
-            stream=1,
-        )
-        return counts.counts.argmax(dim=1)
 
     @log_usage()
     def attribute(
@@ -172,16 +148,13 @@ class DDS(Attribution):
         seed = random_seed() if seed is None else int(seed)
         n_inputs = images.shape[0]
         if target is None:
-            explained = self._select_target(images, seed)
-        elif isinstance(target, int):
-            explained = torch.full((n_inputs,), target, dtype=torch.long, device=images.device)
+            explained = self.engine.class_counts(
+                self.forward_func, images, self.n_select, seed, SELECTION_STREAM
+            ).argmax(dim=1)
         else:
-            explained = torch.as_tensor(target, device=images.device).long().reshape(-1)
-            if explained.numel() == 1:
-                explained = explained.expand(n_inputs)
             with torch.no_grad():
                 logits = logits_of(self.forward_func(images[:1]))
-            explained = resolve_target(explained, logits.expand(n_inputs, -1))
+            explained = resolve_target(target, logits.expand(n_inputs, -1))
 
         state: dict[str, RunningMoments] = {}
 

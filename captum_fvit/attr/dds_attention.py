@@ -20,27 +20,22 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from captum.attr import Attribution
 from captum.log import log_usage
 from torch import nn
 
-from ..denoise import IdentityDenoiser
 from ..explain import TokenMapExplainer, TokenMapMethod
 from ..explain.targets import TargetType, logits_of, resolve_target
 from ..noise import random_seed
-from ..smoothing import Chunk, SmoothingEngine
-from ..space import UPSAMPLE_MODES, resolve_normalization, tokens_to_pixels
+from ..smoothing import SELECTION_STREAM, Chunk, SmoothingEngine
+from ..space import UPSAMPLE_MODES, tokens_to_pixels
 from ..stats import ClassCounts, RunningMoments, TopKVotes
 from .attention_map import InputType, forward_args_tuple, unpack_inputs
+from .base import ViTAttribution
 
 __all__ = ["DDSAttention", "DDSResult", "SMOOTHINGS"]
 
 #: How token maps are smoothed.
 SMOOTHINGS = ("mean", "vote")
-
-#: Noise stream of the samples that select the explained class (independent of the rest).
-SELECTION_STREAM = 1
-
 
 def normalize_maps(maps: torch.Tensor) -> torch.Tensor:
     """``h = a⁺ / Σ a⁺`` per row (all-zero rows stay zero): a [0, 1]-valued map summing to 1."""
@@ -106,7 +101,7 @@ class DDSResult:
         return None if self.votes is None else self.votes.double() / self.n_samples
 
 
-class DDSAttention(Attribution):
+class DDSAttention(ViTAttribution):
     """Attention explanation of a ViT smoothed by Denoised Diffusion Smoothing.
 
     Parameters
@@ -195,19 +190,21 @@ class DDSAttention(Attribution):
         if upsample not in UPSAMPLE_MODES:
             raise ValueError(f"upsample must be one of {UPSAMPLE_MODES}, got {upsample!r}")
         self.model = model
-        self.denoiser = denoiser if denoiser is not None else IdentityDenoiser()
         self.explainer = TokenMapExplainer(model, method, adapter=adapter, **method_options)
         self.method = self.explainer.method
-        self.normalization = resolve_normalization(model, input_mean, input_std)
-        self.engine = SmoothingEngine(
-            self.denoiser,
+        self.engine = SmoothingEngine.for_model(
+            model,
+            denoiser,
             sigma,
-            self.normalization,
+            input_mean=input_mean,
+            input_std=input_std,
             batch_size=batch_size,
             noise=noise,
             clamp=clamp,
             autocast=autocast,
         )
+        self.denoiser = self.engine.denoiser
+        self.normalization = self.engine.normalization
         self.sigma = self.engine.sigma
         self.n_samples = int(n_samples)
         self.n_select = int(n_select)
@@ -215,18 +212,6 @@ class DDSAttention(Attribution):
         self.k = None if k is None else int(k)
         self.upsample = upsample
         self._grid: tuple[int, int] | None = None
-
-    # -- Captum protocol -------------------------------------------------------------------
-    @classmethod
-    def get_name(cls) -> str:
-        return "DDSAttention"
-
-    @property
-    def multiplies_by_inputs(self) -> bool:
-        return False
-
-    def has_convergence_delta(self) -> bool:
-        return False
 
     @property
     def grid(self) -> tuple[int, int] | None:
@@ -250,21 +235,7 @@ class DDSAttention(Attribution):
         forward_args: tuple = (),
     ) -> torch.Tensor:
         """``N×K`` class counts of the model on ``n_samples`` denoised samples per input."""
-        counts = ClassCounts(inputs.shape[0], inputs.device)
-
-        def compute(chunk: Chunk) -> torch.Tensor:
-            with torch.no_grad():
-                return logits_of(self.model(chunk.inputs, *forward_args))
-
-        self.engine.run(
-            inputs,
-            n_samples,
-            seed,
-            compute,
-            lambda chunk, logits: counts.update(chunk.input_index, logits),
-            stream=stream,
-        )
-        return counts.counts
+        return self.engine.class_counts(self.model, inputs, n_samples, seed, stream, forward_args)
 
     # -- the smoothed explanation -----------------------------------------------------------
     def details(

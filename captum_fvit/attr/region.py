@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from captum.attr import Attribution
 from captum.log import log_usage
 from torch import nn
 
@@ -35,9 +34,11 @@ from .. import certify as cert
 from ..attention import TokenLayout
 from ..explain.targets import TargetType
 from ..noise import random_seed
+from ..smoothing import SELECTION_STREAM
 from ..space import tokens_to_pixels
 from .attention_map import InputType, forward_args_tuple, unpack_inputs
-from .dds_attention import SELECTION_STREAM, SMOOTHINGS, DDSAttention
+from .base import ViTAttribution
+from .dds_attention import SMOOTHINGS, DDSAttention
 
 __all__ = ["FaithfulRegion", "RegionCertificate"]
 
@@ -143,7 +144,7 @@ class RegionCertificate:
         )
 
 
-class FaithfulRegion(Attribution):
+class FaithfulRegion(ViTAttribution):
     """Certified faithful region of a ViT explanation smoothed with DDS.
 
     Parameters
@@ -235,17 +236,6 @@ class FaithfulRegion(Attribution):
         self.n0 = int(n0)
         self.n = int(n)
         self.smoothing = smoothing
-
-    @classmethod
-    def get_name(cls) -> str:
-        return "FaithfulRegion"
-
-    @property
-    def multiplies_by_inputs(self) -> bool:
-        return False
-
-    def has_convergence_delta(self) -> bool:
-        return False
 
     @property
     def sigma(self) -> float:

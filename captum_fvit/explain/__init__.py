@@ -5,7 +5,14 @@ Select a method by name everywhere: ``"raw"``, ``"rollout"``, ``"grad_rollout"``
 batch; the ``attention_rollout``-style functions apply a method to maps recorded earlier.
 """
 
-from .base import HEAD_FUSIONS, METHODS, TokenMapAccumulator, TokenMapMethod, make_method, register_method
+from .base import (
+    HEAD_FUSIONS,
+    METHODS,
+    TokenMapAccumulator,
+    TokenMapMethod,
+    make_method,
+    register_method,
+)
 from .explainer import TokenMapExplainer, TokenMaps
 from .gradient import AttentionGradCAM, GradientRollout, attention_gradcam, gradient_rollout
 from .raw import RawAttention, raw_attention

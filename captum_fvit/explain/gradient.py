@@ -16,9 +16,9 @@ import torch
 
 from ..attention.layout import TokenLayout
 from .base import (
-    at_least_float32,
     TokenMapAccumulator,
     TokenMapMethod,
+    at_least_float32,
     register_method,
     resolve_layer,
     run_on_maps,

@@ -10,9 +10,9 @@ import torch
 
 from ..attention.layout import TokenLayout
 from .base import (
-    at_least_float32,
     TokenMapAccumulator,
     TokenMapMethod,
+    at_least_float32,
     check_head_fusion,
     fuse_heads,
     register_method,
