@@ -17,7 +17,9 @@ independent, so evaluating on any seed a model was not trained on is a fresh tes
 
 Modules: :mod:`.shapes` (class shapes, SDFs, areas), :mod:`.background` (clutter),
 :mod:`.distractors` (non-class shapes), :mod:`.rng` (counter-based randomness),
-:mod:`.benchmark` (rendering and the dataset).
+:mod:`.benchmark` (rendering and the dataset). Real images for evaluation:
+:mod:`.folder` (a folder of images with optional masks) and :mod:`.imagenet_segmentation`
+(the ``gtsegs_ijcv.mat`` file of the ImageNet-segmentation test).
 """
 
 from .benchmark import (
@@ -29,6 +31,8 @@ from .benchmark import (
     render_batch,
     sample_labels,
 )
+from .folder import ImageFolderWithMasks
+from .imagenet_segmentation import ImageNetSegmentation
 from .shapes import CLASS_NAMES, NUM_CLASSES, class_index, rasterize_shape, shape_area, shape_sdf
 
 #: Alias of :data:`NUM_CLASSES`.
@@ -36,6 +40,8 @@ num_classes = NUM_CLASSES
 
 __all__ = [
     "CLASS_NAMES",
+    "ImageFolderWithMasks",
+    "ImageNetSegmentation",
     "MIN_IMAGE_SIZE",
     "NUM_CLASSES",
     "SPLIT_SEEDS",
