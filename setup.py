@@ -31,6 +31,10 @@ EXTRAS_REQUIRE = {
         # OpenAI's own guided-diffusion code: the reference the ADM converter is tested against.
         "guided-diffusion-sdk==1.0.0",
         "blobfile>=2",
+        # Independent references and integrations exercised by the tests.
+        "scikit-learn>=1.3",
+        "h5py>=3.8",
+        "quantus==0.6.0",
     ],
     "docs": [
         "sphinx>=7",

@@ -1,0 +1,84 @@
+"""Evaluation: attacks on predictions and explanations, and the metrics of THEORY §4.
+
+All perturbation sizes (ε, σ, radii, ``perturb_radius``) are in **[0, 1] pixel units**;
+inputs and outputs of the attacks are in the model's own normalisation.
+
+Metrics (:mod:`~captum_fvit.evaluate.metrics`, batched torch, one value per image)
+    :func:`topk_overlap`, :func:`spearman`, :func:`jsd`, :func:`tvd`, :func:`topk_mass`.
+Segmentation test (:mod:`~captum_fvit.evaluate.segmentation`)
+    :class:`SegmentationAccumulator` (streaming), :func:`segmentation_test`.
+Perturbation test (:mod:`~captum_fvit.evaluate.perturbation`)
+    :func:`perturbation_test`.
+Captum metrics (:mod:`~captum_fvit.evaluate.captum_metrics`)
+    :func:`infidelity_score`, :func:`sensitivity_score` and their pixel-unit perturbations.
+Certified curves (:mod:`~captum_fvit.evaluate.curves`)
+    :func:`certified_fraction`, :func:`certified_curves`.
+Attacks (:mod:`~captum_fvit.evaluate.attacks`)
+    :func:`pgd_attack`, :func:`eot_pgd_attack`, :func:`topk_explanation_attack` (with the
+    differentiable :class:`AttentionSurrogate`), :func:`get_attack`.
+Runner and report (:mod:`~captum_fvit.evaluate.runner`, :mod:`~captum_fvit.evaluate.report`)
+    :func:`evaluate` with :class:`EvaluationConfig`, :func:`write_report`; the CLI
+    ``captum-fvit evaluate`` calls them.
+Existing XAI benchmarks (:mod:`~captum_fvit.evaluate.quantus_adapter`)
+    :class:`QuantusExplainFunc`: captum-fvit explanations as a Quantus ``explain_func``.
+"""
+
+from .attacks import ATTACKS, eot_pgd_attack, get_attack, pgd_attack
+from .captum_metrics import (
+    gaussian_perturbation,
+    infidelity_score,
+    sensitivity_score,
+    uniform_perturbation,
+)
+from .curves import CertifiedCurves, certified_curves, certified_fraction
+from .explanation_attack import ExplanationAttackResult, topk_explanation_attack
+from .metrics import jsd, spearman, topk_indices, topk_mass, topk_overlap, tvd
+from .perturbation import DEFAULT_FRACTIONS, PerturbationResult, perturbation_test
+from .quantus_adapter import QuantusExplainFunc
+from .report import Report, markdown_table
+from .runner import EvaluationConfig, EvaluationResult, evaluate, write_report
+from .segmentation import (
+    SegmentationAccumulator,
+    SegmentationResult,
+    average_precision,
+    segmentation_test,
+)
+from .surrogate import AttentionSurrogate, surrogate_like
+
+__all__ = [
+    "ATTACKS",
+    "DEFAULT_FRACTIONS",
+    "EvaluationConfig",
+    "EvaluationResult",
+    "QuantusExplainFunc",
+    "Report",
+    "AttentionSurrogate",
+    "CertifiedCurves",
+    "ExplanationAttackResult",
+    "PerturbationResult",
+    "SegmentationAccumulator",
+    "SegmentationResult",
+    "average_precision",
+    "certified_curves",
+    "certified_fraction",
+    "eot_pgd_attack",
+    "evaluate",
+    "gaussian_perturbation",
+    "get_attack",
+    "infidelity_score",
+    "jsd",
+    "markdown_table",
+    "perturbation_test",
+    "pgd_attack",
+    "segmentation_test",
+    "sensitivity_score",
+    "spearman",
+    "surrogate_like",
+    "topk_explanation_attack",
+    "topk_indices",
+    "topk_mass",
+    "topk_overlap",
+    "tvd",
+    "uniform_perturbation",
+    "write_report",
+]

@@ -1,0 +1,324 @@
+"""Adversarial attacks in [0, 1] pixel space (THEORY §4).
+
+* :func:`pgd_attack` — PGD on the prediction of the plain model (Madry et al. 2018), the
+  paper's non-adaptive protocol: ℓ∞ (or ℓ2) ball of radius ε in pixel units, step ε/5,
+  10 steps, random start, untargeted cross-entropy on the given (default: predicted) labels.
+* :func:`eot_pgd_attack` — the adaptive attack on the *smoothed* classifier (Salman et al.
+  2019, SmoothAdv): each step maximises the cross-entropy of the softmax averaged over
+  ``n_eot`` noise + denoise samples (expectation over transformation).
+* :func:`~captum_fvit.evaluate.explanation_attack.topk_explanation_attack` — Ghorbani et
+  al. (2019)'s label-preserving top-k attack on the explanation (re-exported here).
+
+Every attack takes inputs in the model's normalisation and returns the adversarial inputs in
+the same normalisation. The perturbation ``δ`` is bounded in **[0, 1] pixel units** and the
+attacked pixels stay in ``[0, 1]``. Gradients are taken with ``torch.autograd.grad`` with
+respect to ``δ`` only: the model's parameters, their ``.grad`` fields, its mode and its hooks
+are never touched. Randomness (random start, noise, the denoiser's generator) comes from
+``seed``: the same seed gives the same result bit for bit on the same device.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..denoise.base import check_sigma
+from ..explain.targets import logits_of
+from ..noise import NOISE_KINDS, block_seed, draw_noise, random_seed
+from ..space import Normalization, resolve_normalization
+from ..validation import check_image_batch, check_positive
+from ._checks import check_eps, check_steps
+from ._pixels import ascent_step, check_norm, clean_pixels, make_generator, project, random_start
+from .explanation_attack import ExplanationAttackResult, topk_explanation_attack
+
+__all__ = [
+    "ATTACKS",
+    "ExplanationAttackResult",
+    "eot_pgd_attack",
+    "get_attack",
+    "pgd_attack",
+    "topk_explanation_attack",
+]
+
+#: Noise streams of EOT-PGD (independent of DDS's streams 0 and 1).
+EOT_STREAM = 7
+EOT_LABEL_STREAM = 8
+
+LabelType = torch.Tensor | Sequence[int] | None
+
+
+def _resolve_labels(
+    labels: LabelType, n: int, predict: Callable[[], torch.Tensor], device
+) -> torch.Tensor:
+    if labels is None:
+        with torch.no_grad():
+            return predict().argmax(dim=1)
+    tensor = torch.as_tensor(labels, device=device)
+    if tensor.is_floating_point() or tensor.dtype == torch.bool:
+        raise TypeError(f"labels must be integer class indices, got dtype {tensor.dtype}")
+    tensor = tensor.long().reshape(-1)
+    if tensor.numel() == 1:
+        tensor = tensor.expand(n)
+    if tensor.numel() != n:
+        raise ValueError(f"labels has {tensor.numel()} entries for {n} inputs")
+    return tensor
+
+
+def _step_size(step_size: float | None, eps: float) -> float:
+    if step_size is None:
+        return eps / 5
+    return check_positive(step_size, "step_size", " (pixel units)")
+
+
+def _run_pgd(
+    loss_fn: Callable[[torch.Tensor, int], torch.Tensor],
+    pixels: torch.Tensor,
+    eps: float,
+    norm: str,
+    steps: int,
+    step_size: float,
+    start: bool,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """Projected gradient ascent on ``loss_fn(x_pixels, step)`` (a sum over the batch)."""
+    if eps == 0:
+        return pixels.clone()
+    delta = random_start(pixels, eps, norm, generator) if start else torch.zeros_like(pixels)
+    for step in range(steps):
+        delta = delta.detach().requires_grad_(True)
+        with torch.enable_grad():
+            loss = loss_fn(pixels + delta, step)
+            (grad,) = torch.autograd.grad(loss, delta)
+        delta = project(delta.detach() + ascent_step(grad, step_size, norm), pixels, eps, norm)
+    return (pixels + delta).detach()
+
+
+def pgd_attack(
+    model: nn.Module,
+    inputs: torch.Tensor,
+    labels: LabelType = None,
+    eps: float = 8 / 255,
+    *,
+    norm: str = "linf",
+    steps: int = 10,
+    step_size: float | None = None,
+    random_start: bool = True,
+    normalization: Normalization | None = None,
+    seed: int | None = None,
+) -> torch.Tensor:
+    """Untargeted PGD on the cross-entropy of ``model``'s prediction.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Classifier returning ``N×K`` logits (or ``.logits``); not modified.
+    inputs : Tensor
+        ``N×C×H×W`` images in the model's normalisation (their pixels must lie in [0, 1]).
+    labels : Tensor or sequence of int, optional
+        ``N`` classes whose cross-entropy is maximised; default the model's predictions.
+    eps : float, default 8/255
+        Radius of the ℓ∞ or ℓ2 ball in **[0, 1] pixel units** (≥ 0; 0 returns the inputs).
+    norm : {"linf", "l2"}, default "linf"
+        Threat model.
+    steps : int, default 10
+        Gradient steps.
+    step_size : float, optional
+        Step in pixel units; default ``eps / 5`` (the paper's published code). ℓ∞ steps are
+        ``α·sign(g)``, ℓ2 steps ``α·g/‖g‖₂``.
+    random_start : bool, default True
+        Start from a uniformly random point of the ball instead of the input.
+    normalization : Normalization, optional
+        The model's normalisation (default :func:`~captum_fvit.space.resolve_normalization`).
+    seed : int, optional
+        Seed of the random start (a fresh one from torch's global generator when ``None``).
+
+    Returns
+    -------
+    Tensor
+        ``N×C×H×W`` adversarial inputs in the model's normalisation, with
+        ``‖pixels(x_adv) − pixels(x)‖ ≤ eps`` and ``pixels(x_adv) ∈ [0, 1]``.
+
+    Examples
+    --------
+    >>> x_adv = pgd_attack(vit, x, eps=8 / 255, seed=0)  # doctest: +SKIP
+    """
+    images = check_image_batch(inputs)
+    norm = check_norm(norm)
+    eps = check_eps(eps)
+    steps = check_steps(steps)
+    alpha = _step_size(step_size, eps)
+    normalization = normalization if normalization is not None else resolve_normalization(model)
+    pixels = clean_pixels(images, normalization)
+    target = _resolve_labels(
+        labels, images.shape[0], lambda: logits_of(model(images.detach())), images.device
+    )
+
+    def loss_fn(x: torch.Tensor, _step: int) -> torch.Tensor:
+        logits = logits_of(model(normalization.from_pixels(x)))
+        return F.cross_entropy(logits, target, reduction="sum")
+
+    generator = make_generator(seed, images.device)
+    adversarial = _run_pgd(loss_fn, pixels, eps, norm, steps, alpha, random_start, generator)
+    return normalization.from_pixels(adversarial).to(images.dtype)
+
+
+def smoothed_probabilities(
+    model: nn.Module,
+    denoiser: Callable,
+    pixels: torch.Tensor,
+    sigma: float,
+    noise: torch.Tensor,
+    generator: torch.Generator,
+    normalization: Normalization,
+) -> torch.Tensor:
+    """``N×K`` softmax averaged over the noise samples ``noise`` (``S×C×H×W``, pixel units).
+
+    Every image gets the same ``S`` noise draws; the result carries the autograd graph of
+    ``pixels`` when the denoiser is differentiable.
+    """
+    n_samples, n = noise.shape[0], pixels.shape[0]
+    noisy = (pixels.unsqueeze(0) + noise.unsqueeze(1)).reshape(n_samples * n, *pixels.shape[1:])
+    denoised = denoiser(noisy, sigma, generator)
+    if denoised.shape != noisy.shape:
+        raise ValueError(
+            f"the denoiser returned shape {tuple(denoised.shape)} for inputs of shape "
+            f"{tuple(noisy.shape)}; a denoiser must return images of the input's size"
+        )
+    if torch.is_grad_enabled() and pixels.requires_grad and not denoised.requires_grad:
+        raise RuntimeError(
+            "the denoiser cut the gradient (its output does not require grad), so EOT-PGD "
+            "cannot attack through it: build a DiffusionDenoiser with differentiable=True, "
+            "or use a denoiser that runs with autograd"
+        )
+    logits = logits_of(model(normalization.from_pixels(denoised.to(pixels.dtype))))
+    probs = (
+        logits.float().softmax(dim=1)
+        if logits.dtype in (torch.float16, torch.bfloat16)
+        else logits.softmax(dim=1)
+    )
+    return probs.view(n_samples, n, -1).mean(dim=0)
+
+
+def eot_pgd_attack(
+    model: nn.Module,
+    denoiser: Callable,
+    inputs: torch.Tensor,
+    labels: LabelType = None,
+    eps: float = 8 / 255,
+    sigma: float = 0.25,
+    n_eot: int = 8,
+    *,
+    norm: str = "linf",
+    steps: int = 10,
+    step_size: float | None = None,
+    random_start: bool = True,
+    noise: str = "gaussian",
+    normalization: Normalization | None = None,
+    seed: int | None = None,
+) -> torch.Tensor:
+    """EOT-PGD against the denoised smoothed classifier (SmoothAdv, Salman et al. 2019).
+
+    Each step draws ``n_eot`` fresh noise samples ``δ_s`` (std σ, pixel units,
+    :func:`~captum_fvit.noise.draw_noise`), denoises ``x' + δ_s``, averages the model's
+    softmax over the samples and ascends ``−log p̄_y(x')``, the cross-entropy of the average
+    softmax (not the average cross-entropy).
+
+    Parameters
+    ----------
+    model : nn.Module
+        Classifier returning ``N×K`` logits; not modified.
+    denoiser : callable
+        ``denoiser(x_noisy_pixels, sigma, generator)`` in [0, 1] pixel units. It must let
+        gradients through: :class:`~captum_fvit.denoise.IdentityDenoiser` does; build a
+        :class:`~captum_fvit.denoise.DiffusionDenoiser` with ``differentiable=True``.
+    inputs : Tensor
+        ``N×C×H×W`` images in the model's normalisation (pixels in [0, 1]).
+    labels : Tensor or sequence of int, optional
+        ``N`` classes to attack; default the smoothed classifier's soft prediction (argmax
+        of the average softmax over ``n_eot`` denoised samples of the clean input, from a
+        noise stream the attack steps do not use).
+    eps : float, default 8/255
+        Radius in **[0, 1] pixel units**.
+    sigma : float, default 0.25
+        Noise std in **[0, 1] pixel units** (that of the smoothed classifier under attack).
+    n_eot : int, default 8
+        Noise samples per step (all ``n_eot × N`` go through the denoiser in one batch).
+    norm, steps, step_size, random_start, normalization, seed
+        As in :func:`pgd_attack`.
+    noise : {"gaussian", "laplace", "uniform"}, default "gaussian"
+        Noise distribution (std σ).
+
+    Returns
+    -------
+    Tensor
+        ``N×C×H×W`` adversarial inputs in the model's normalisation.
+    """
+    if not callable(denoiser):
+        raise TypeError(
+            f"denoiser must be callable as denoiser(x_noisy, sigma, generator), got "
+            f"{type(denoiser).__name__}"
+        )
+    images = check_image_batch(inputs)
+    norm = check_norm(norm)
+    eps = check_eps(eps)
+    steps = check_steps(steps)
+    n_eot = check_steps(n_eot, "n_eot")
+    sigma = check_sigma(sigma)
+    if noise not in NOISE_KINDS:
+        raise ValueError(f"noise must be one of {NOISE_KINDS}, got {noise!r}")
+    alpha = _step_size(step_size, eps)
+    normalization = normalization if normalization is not None else resolve_normalization(model)
+    pixels = clean_pixels(images, normalization)
+    seed = random_seed() if seed is None else int(seed)
+    device = images.device
+    shape = tuple(images.shape[1:])
+
+    def samples(step: int, stream: int) -> tuple[torch.Tensor, torch.Tensor]:
+        draws = draw_noise(
+            seed,
+            step * n_eot,
+            (step + 1) * n_eot,
+            shape,
+            sigma,
+            device=device,
+            kind=noise,
+            stream=stream,
+        ).to(images.dtype)
+        generator = torch.Generator(device=device)
+        generator.manual_seed(block_seed(seed, step, stream=1_000 + stream))
+        return draws, generator
+
+    def predict() -> torch.Tensor:
+        draws, generator = samples(0, EOT_LABEL_STREAM)
+        return smoothed_probabilities(
+            model, denoiser, pixels, sigma, draws, generator, normalization
+        )
+
+    target = _resolve_labels(labels, images.shape[0], predict, device)
+
+    def loss_fn(x: torch.Tensor, step: int) -> torch.Tensor:
+        draws, generator = samples(step, EOT_STREAM)
+        probs = smoothed_probabilities(model, denoiser, x, sigma, draws, generator, normalization)
+        return F.nll_loss(probs.clamp(min=1e-12).log(), target, reduction="sum")
+
+    generator = make_generator(seed, device)
+    adversarial = _run_pgd(loss_fn, pixels, eps, norm, steps, alpha, random_start, generator)
+    return normalization.from_pixels(adversarial).to(images.dtype)
+
+
+#: Attacks by name (for configuration files and the command line).
+ATTACKS: dict[str, Callable[..., object]] = {
+    "pgd": pgd_attack,
+    "eot_pgd": eot_pgd_attack,
+    "topk": topk_explanation_attack,
+}
+
+
+def get_attack(name: str) -> Callable[..., object]:
+    """The attack function called ``name`` (``"pgd"``, ``"eot_pgd"`` or ``"topk"``)."""
+    if name not in ATTACKS:
+        raise ValueError(f"unknown attack {name!r}; choose one of {sorted(ATTACKS)}")
+    return ATTACKS[name]

@@ -1,0 +1,276 @@
+"""Attacks on a tiny timm ViT (mean = std = 0.5): they raise their loss, respect ε in [0, 1]
+pixel space (ℓ∞ and ℓ2), keep pixels in [0, 1], reproduce with a seed, leave the model
+untouched; the explanation attack keeps every label while lowering the top-k mass."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import model_state
+
+from captum_fvit import AttentionMap, DDSAttention, IdentityDenoiser
+from captum_fvit.evaluate import (
+    AttentionSurrogate,
+    eot_pgd_attack,
+    get_attack,
+    pgd_attack,
+    surrogate_like,
+    topk_explanation_attack,
+)
+from captum_fvit.space import resolve_normalization
+
+
+@pytest.fixture
+def pixels():
+    return torch.rand(4, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+
+
+@pytest.fixture
+def clean(timm_vit, pixels):
+    return resolve_normalization(timm_vit).from_pixels(pixels)
+
+
+def _to_pixels(model, x):
+    return resolve_normalization(model).to_pixels(x)
+
+
+def _ce(model, x, labels):
+    with torch.no_grad():
+        return F.cross_entropy(model(x), labels, reduction="none")
+
+
+class Untouched:
+    """Snapshot of everything an attack might change on the model."""
+
+    def __init__(self, model):
+        self.model = model
+        self.weights = {k: v.clone() for k, v in model.state_dict().items()}
+        self.state = model_state(model)
+
+    def check(self):
+        after = self.model.state_dict()
+        assert all(torch.equal(self.weights[k], after[k]) for k in self.weights)
+        assert all(p.grad is None for p in self.model.parameters())
+        assert model_state(self.model) == self.state
+
+
+# -- PGD ----------------------------------------------------------------------------------
+def test_pgd_linf_raises_the_loss_within_eps(timm_vit, clean, pixels):
+    guard = Untouched(timm_vit)
+    labels = timm_vit(clean).argmax(dim=1)
+    eps = 8 / 255
+    adversarial = pgd_attack(timm_vit, clean, eps=eps, seed=0)
+    guard.check()
+    moved = _to_pixels(timm_vit, adversarial)
+    assert (moved - pixels).abs().max() <= eps + 1e-6
+    assert (moved - pixels).abs().max() > eps / 2
+    assert moved.min() >= -1e-6 and moved.max() <= 1 + 1e-6
+    assert (_ce(timm_vit, adversarial, labels) > _ce(timm_vit, clean, labels)).all()
+
+
+def test_pgd_l2_respects_the_ball_and_the_pixel_box(timm_vit):
+    # Saturated pixels: half the image sits at 0 or 1, where the box must clip the steps.
+    pixels = (torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(4)) > 0.5).float()
+    clean = resolve_normalization(timm_vit).from_pixels(pixels)
+    labels = torch.tensor([0, 1, 2])
+    eps = 0.5
+    adversarial = pgd_attack(timm_vit, clean, labels, eps, norm="l2", steps=5, seed=1)
+    delta = _to_pixels(timm_vit, adversarial) - pixels
+    assert (delta.flatten(1).norm(dim=1) <= eps + 1e-5).all()
+    moved = pixels + delta
+    assert moved.min() >= -1e-6 and moved.max() <= 1 + 1e-6
+    assert _ce(timm_vit, adversarial, labels).mean() > _ce(timm_vit, clean, labels).mean()
+
+
+def test_pgd_is_reproducible_with_a_seed_and_works_under_no_grad(timm_vit, clean):
+    first = pgd_attack(timm_vit, clean, eps=4 / 255, steps=2, seed=5)
+    with torch.no_grad():
+        second = pgd_attack(timm_vit, clean, eps=4 / 255, steps=2, seed=5)
+    other = pgd_attack(timm_vit, clean, eps=4 / 255, steps=2, seed=6)
+    assert torch.equal(first, second)
+    assert not torch.equal(first, other)
+
+
+def test_pgd_with_zero_eps_returns_the_inputs(timm_vit, clean):
+    torch.testing.assert_close(pgd_attack(timm_vit, clean, eps=0.0), clean)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"norm": "l1"}, ValueError, r"norm must be one of \('linf', 'l2'\)"),
+        ({"eps": -0.1}, ValueError, "eps must be a finite number ≥ 0"),
+        ({"steps": 0}, ValueError, "steps must be at least 1"),
+        ({"steps": 2.5}, TypeError, "steps must be an int"),
+        ({"step_size": 0.0}, ValueError, "step_size must be a finite number > 0"),
+    ],
+)
+def test_pgd_rejects_bad_arguments(timm_vit, clean, kwargs, error, message):
+    with pytest.raises(error, match=message):
+        pgd_attack(timm_vit, clean, **kwargs)
+
+
+def test_attacks_reject_bad_inputs(timm_vit, clean, images):
+    with pytest.raises(ValueError, match="empty batch"):
+        pgd_attack(timm_vit, clean[:0])
+    # `images` are N(0, 1) in model space: pixels far outside [0, 1] for mean = std = 0.5.
+    with pytest.raises(ValueError, match="not images in the model's normalisation"):
+        pgd_attack(timm_vit, images * 3)
+    with pytest.raises(ValueError, match="labels has 2 entries for 4 inputs"):
+        pgd_attack(timm_vit, clean, labels=[0, 1])
+    with pytest.raises(ValueError, match="unknown attack 'fgsm'"):
+        get_attack("fgsm")
+    assert get_attack("pgd") is pgd_attack
+
+
+# -- EOT-PGD ------------------------------------------------------------------------------
+def _smoothed_ce(model, x, labels, sigma, n=32):
+    """Reference: CE of the softmax averaged over n independent Gaussian samples."""
+    norm = resolve_normalization(model)
+    noise = torch.randn((n, *x.shape[1:]), generator=torch.Generator().manual_seed(99)) * sigma
+    with torch.no_grad():
+        noisy = (norm.to_pixels(x)[None] + noise[:, None]).flatten(0, 1)
+        probs = model(norm.from_pixels(noisy)).softmax(dim=1).view(n, x.shape[0], -1).mean(0)
+    return F.nll_loss(probs.log(), labels, reduction="none")
+
+
+def test_eot_pgd_raises_the_smoothed_loss(timm_vit, clean, pixels):
+    guard = Untouched(timm_vit)
+    sigma, eps = 0.12, 16 / 255
+    labels = timm_vit(clean).argmax(dim=1)
+    adversarial = eot_pgd_attack(
+        timm_vit, IdentityDenoiser(), clean, labels, eps, sigma, n_eot=4, steps=6, seed=0
+    )
+    guard.check()
+    moved = _to_pixels(timm_vit, adversarial)
+    assert (moved - pixels).abs().max() <= eps + 1e-6
+    assert moved.min() >= -1e-6 and moved.max() <= 1 + 1e-6
+    before = _smoothed_ce(timm_vit, clean, labels, sigma)
+    after = _smoothed_ce(timm_vit, adversarial, labels, sigma)
+    assert (after > before).all()
+    again = eot_pgd_attack(
+        timm_vit, IdentityDenoiser(), clean, labels, eps, sigma, n_eot=4, steps=6, seed=0
+    )
+    assert torch.equal(adversarial, again)
+
+
+def test_eot_pgd_explains_a_denoiser_that_cuts_the_gradient(timm_vit, clean):
+    def no_grad_denoiser(x, sigma, generator=None):
+        with torch.no_grad():
+            return x.clone()
+
+    with pytest.raises(RuntimeError, match="differentiable=True"):
+        eot_pgd_attack(timm_vit, no_grad_denoiser, clean, None, 8 / 255, 0.1, 2, steps=1)
+    with pytest.raises(ValueError, match="sigma must be a finite float > 0"):
+        eot_pgd_attack(timm_vit, IdentityDenoiser(), clean, None, 8 / 255, 0.0, 2)
+    with pytest.raises(ValueError, match="n_eot must be at least 1"):
+        eot_pgd_attack(timm_vit, IdentityDenoiser(), clean, None, 8 / 255, 0.1, 0)
+
+
+def test_eot_pgd_differentiates_through_a_diffusion_denoiser(timm_vit, clean, pixels):
+    """A tiny diffusers UNet built with differentiable=True passes gradients (and keeps its
+    parameters' .grad empty); the default no-grad build is refused with the fix."""
+    from diffusers import DDPMScheduler, UNet2DModel
+
+    from captum_fvit import DiffusionDenoiser
+
+    torch.manual_seed(0)
+    unet = UNet2DModel(
+        sample_size=32,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+        norm_num_groups=8,
+    ).eval()
+    scheduler = DDPMScheduler(num_train_timesteps=1000)
+    denoiser = DiffusionDenoiser(unet, scheduler, differentiable=True)
+    eps = 8 / 255
+    adversarial = eot_pgd_attack(timm_vit, denoiser, clean[:1], None, eps, 0.25, 2, steps=1, seed=0)
+    delta = _to_pixels(timm_vit, adversarial) - pixels[:1]
+    assert eps / 2 < delta.abs().max() <= eps + 1e-6
+    assert all(p.grad is None for p in unet.parameters())
+    with pytest.raises(RuntimeError, match="differentiable=True"):
+        eot_pgd_attack(
+            timm_vit, DiffusionDenoiser(unet, scheduler), clean[:1], None, eps, 0.25, 1, steps=1
+        )
+
+
+# -- the top-k explanation attack ---------------------------------------------------------
+@pytest.mark.parametrize(
+    ("method", "options"),
+    [
+        ("rollout", {}),
+        ("rollout", {"start_layer": 1, "head_fusion": "max"}),
+        ("raw", {"layer": -2}),
+    ],
+)
+def test_surrogate_equals_the_attention_map_and_is_differentiable(timm_vit, clean, method, options):
+    guard = Untouched(timm_vit)
+    explainer = AttentionMap(timm_vit, method, **options)
+    surrogate = surrogate_like(explainer.token_map, timm_vit)
+    assert surrogate.method == method
+    x = clean.clone().requires_grad_(True)
+    maps = surrogate(x)
+    torch.testing.assert_close(maps.detach(), explainer.token_map(clean), atol=1e-6, rtol=1e-5)
+    (grad,) = torch.autograd.grad(maps[:, 0].sum(), x)
+    assert grad.abs().sum() > 0
+    guard.check()
+
+
+def test_topk_attack_keeps_labels_and_lowers_topk_mass(timm_vit, clean, pixels):
+    guard = Untouched(timm_vit)
+    explainer = AttentionMap(timm_vit, "rollout")
+    eps, steps, k = 32 / 255, 8, 4
+    result = topk_explanation_attack(explainer.token_map, timm_vit, clean, k, eps, steps=steps)
+    guard.check()
+    labels = timm_vit(clean).argmax(dim=1)
+    assert torch.equal(timm_vit(result.adversarial).argmax(dim=1), labels)
+    assert result.label_kept.all() and torch.equal(result.labels, labels)
+    # Some steps were rejected for changing the label, so the check was exercised.
+    assert result.accepted_steps.min() < steps
+    moved = _to_pixels(timm_vit, result.adversarial)
+    assert (moved - pixels).abs().max() <= eps + 1e-6
+    assert moved.min() >= -1e-6 and moved.max() <= 1 + 1e-6
+
+    # Independent measurement of the surrogate (= rollout) top-k mass on T_k(clean map).
+    def mass(x):
+        maps = explainer.token_map(x)
+        top = torch.sort(explainer.token_map(clean), dim=1, descending=True).indices[:, :k]
+        return (maps / maps.sum(dim=1, keepdim=True)).gather(1, top).sum(dim=1)
+
+    before, after = mass(clean), mass(result.adversarial)
+    assert (after <= before + 1e-6).all() and after.mean() < before.mean()
+    torch.testing.assert_close(result.surrogate_mass_adversarial, after, atol=1e-5, rtol=0)
+    assert result.overlap.mean() < 1
+
+
+def test_topk_attack_on_dds_uses_the_transfer_surrogate(timm_vit, clean):
+    dds = DDSAttention(timm_vit, IdentityDenoiser(), "rollout", sigma=0.05, n_samples=2)
+    result = topk_explanation_attack(
+        lambda x: dds.token_map(x, seed=0), timm_vit, clean[:2], 3, 16 / 255, steps=3
+    )
+    assert "rollout" in result.surrogate
+    assert result.label_kept.all()
+    torch.testing.assert_close(result.clean_map, dds.token_map(clean[:2], seed=0))
+    assert result.overlap.shape == (2,)
+
+
+def test_topk_attack_rejects_bad_arguments(timm_vit, clean):
+    explainer = AttentionMap(timm_vit, "rollout")
+    with pytest.raises(ValueError, match=r"k must lie in \[1, 16\]"):
+        topk_explanation_attack(explainer.token_map, timm_vit, clean, 17)
+    with pytest.raises(ValueError, match="eps must be a finite number ≥ 0"):
+        topk_explanation_attack(explainer.token_map, timm_vit, clean, 3, -1.0)
+    with pytest.raises(RuntimeError, match="without gradient"):
+        topk_explanation_attack(
+            explainer.token_map,
+            timm_vit,
+            clean,
+            3,
+            surrogate_map_fn=explainer.token_map,
+            steps=1,
+        )
+    with pytest.raises(ValueError, match="supports the methods"):
+        AttentionSurrogate(timm_vit, "grad_rollout")
