@@ -77,8 +77,10 @@ class SmoothingEngine:
     clamp : bool, default False
         Clamp denoised images to [0, 1] (THEORY §1: no clamping by default; diffusion
         denoisers already clip their output).
-    autocast : bool, default True
-        Run denoiser and ``compute`` under bf16 autocast on CUDA (ignored on CPU).
+    autocast : bool or torch.dtype, default True
+        ``True``: run denoiser and ``compute`` under bf16 autocast on CUDA (fp32 on CPU).
+        A dtype (``torch.bfloat16``, ``torch.float16``) forces autocast to it on any device,
+        CPU included; ``False`` runs in the models' own precision.
     """
 
     def __init__(
@@ -164,6 +166,8 @@ class SmoothingEngine:
             )
 
     def _autocast(self, device: torch.device):
+        if isinstance(self.autocast, torch.dtype):
+            return torch.autocast(device.type, dtype=self.autocast)
         if self.autocast and device.type == "cuda":
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return torch.autocast(device.type, enabled=False)

@@ -58,7 +58,8 @@ class DDS(ViTAttribution):
     n_select : int, default 32
         Samples that pick the smoothed prediction when ``target`` is ``None``.
     clamp : bool, default False
-    autocast : bool, default True
+    autocast : bool or torch.dtype, default True
+        bf16 autocast on CUDA (``True``), a forced autocast dtype on any device, or off.
 
     Notes
     -----
@@ -80,7 +81,7 @@ class DDS(ViTAttribution):
         noise: str = "gaussian",
         n_select: int = 32,
         clamp: bool = False,
-        autocast: bool = True,
+        autocast: bool | torch.dtype = True,
     ) -> None:
         if not isinstance(attribution, Attribution) or not callable(
             getattr(attribution, "attribute", None)

@@ -136,8 +136,8 @@ class DDSAttention(ViTAttribution):
         class-specific methods when ``target`` is ``None``.
     clamp : bool, default False
         Clamp denoised images to [0, 1].
-    autocast : bool, default True
-        bf16 autocast on CUDA.
+    autocast : bool or torch.dtype, default True
+        bf16 autocast on CUDA (``True``), a forced autocast dtype on any device, or off.
     upsample : {"bilinear", "nearest", "bicubic"}, default "bilinear"
         How :meth:`attribute` spreads token values over pixels.
     **method_options
@@ -171,7 +171,7 @@ class DDSAttention(ViTAttribution):
         noise: str = "gaussian",
         n_select: int = 32,
         clamp: bool = False,
-        autocast: bool = True,
+        autocast: bool | torch.dtype = True,
         upsample: str = "bilinear",
         adapter=None,
         **method_options: Any,
