@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-from captum.attr import Attribution
+from captum.attr import Attribution, GradientAttribution
 from captum.log import log_usage
 
 from ..explain.targets import TargetType, logits_of, resolve_target
@@ -164,8 +164,11 @@ class DDS(ViTAttribution):
                 key: _index_batch_args(value, n_inputs, chunk.input_index)
                 for key, value in kwargs.items()
             }
+            inputs = chunk.inputs
+            if isinstance(self.attribution, GradientAttribution):
+                inputs = inputs.detach().requires_grad_(True)  # what Captum would set itself
             result = self.attribution.attribute(
-                chunk.inputs, target=explained[chunk.input_index], **chunk_kwargs
+                inputs, target=explained[chunk.input_index], **chunk_kwargs
             )
             if isinstance(result, tuple):
                 result = result[0]

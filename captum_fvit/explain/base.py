@@ -122,6 +122,8 @@ def resolve_layer(layer: int, num_layers: int, what: str = "layer") -> int:
     return layer % num_layers
 
 
+#: The explanation methods by name (``"raw"``, ``"rollout"``, ``"grad_rollout"``,
+#: ``"attn_gradcam"``); :func:`register_method` adds one.
 METHODS: dict[str, type[TokenMapMethod]] = {}
 
 
