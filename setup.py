@@ -56,7 +56,7 @@ setup(
     python_requires=">=3.11",
     packages=find_packages(include=["captum_fvit", "captum_fvit.*"]),
     include_package_data=True,
-    package_data={"captum_fvit": ["py.typed", "models/weights/*"]},
+    package_data={"captum_fvit": ["py.typed", "models/weights/*", "models/weights/*/*"]},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
     entry_points={"console_scripts": ["captum-fvit=captum_fvit.cli:main"]},
