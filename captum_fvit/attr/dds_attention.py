@@ -27,7 +27,7 @@ from ..explain import TokenMapExplainer, TokenMapMethod
 from ..explain.targets import TargetType, logits_of, resolve_target
 from ..noise import random_seed
 from ..smoothing import SELECTION_STREAM, Chunk, SmoothingEngine
-from ..space import UPSAMPLE_MODES, tokens_to_pixels
+from ..space import UPSAMPLE_MODES
 from ..stats import ClassCounts, RunningMoments, TopKVotes
 from .attention_map import InputType, forward_args_tuple, unpack_inputs
 from .base import ViTAttribution
@@ -364,17 +364,8 @@ class DDSAttention(ViTAttribution):
             Extra positional arguments for the model.
         """
         images, as_tuple = unpack_inputs(inputs)
-        result = self.details(images, target, seed, None, additional_forward_args)
-        maps = result.vote_frequency if self.smoothing == "vote" else result.mean
-        layout_grid = result.grid
-        pixels = _spread(maps.to(images.dtype), layout_grid, self.explainer, images, self.upsample)
+        maps = self.token_map(images, target, seed, additional_forward_args)
+        pixels = self.explainer.to_pixels(
+            maps.to(images.dtype), self._grid, images.shape[-2:], images.shape[1], self.upsample
+        )
         return (pixels,) if as_tuple else pixels
-
-
-def _spread(maps, grid, explainer: TokenMapExplainer, images, mode) -> torch.Tensor:
-    """Token maps → ``N×C×H×W`` pixels with the model's patch size."""
-    from ..attention import TokenLayout
-
-    patch = explainer.adapter.patch_size(explainer.model)
-    layout = TokenLayout(num_prefix_tokens=0, grid=grid, patch_size=patch)
-    return tokens_to_pixels(maps, layout, images.shape[-2:], images.shape[1], mode)

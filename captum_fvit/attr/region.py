@@ -31,11 +31,9 @@ from captum.log import log_usage
 from torch import nn
 
 from .. import certify as cert
-from ..attention import TokenLayout
 from ..explain.targets import TargetType
 from ..noise import random_seed
 from ..smoothing import SELECTION_STREAM
-from ..space import tokens_to_pixels
 from .attention_map import InputType, forward_args_tuple, unpack_inputs
 from .base import ViTAttribution
 from .dds_attention import SMOOTHINGS, DDSAttention
@@ -371,12 +369,10 @@ class FaithfulRegion(ViTAttribution):
         mask = torch.stack([c.region for c in certificates])
         if not pixels:
             return mask
-        return self._spread(mask.to(images.dtype), certificates[0].grid, images, 1) > 0.5
-
-    def _spread(self, maps, grid, images, channels) -> torch.Tensor:
-        explainer = self.dds.explainer
-        layout = TokenLayout(0, grid, explainer.adapter.patch_size(explainer.model))
-        return tokens_to_pixels(maps, layout, images.shape[-2:], channels, mode="nearest")
+        pixels_mask = self.dds.explainer.to_pixels(
+            mask.to(images.dtype), certificates[0].grid, images.shape[-2:], 1, "nearest"
+        )
+        return pixels_mask > 0.5
 
     @log_usage()
     def attribute(
@@ -390,5 +386,7 @@ class FaithfulRegion(ViTAttribution):
         certificates = self.certify(images, seed, 0.0, additional_forward_args)
         r_in = torch.stack([c.r_in for c in certificates]).to(images.dtype)
         r_in = torch.nan_to_num(r_in, posinf=0.0)
-        out = self._spread(r_in, certificates[0].grid, images, images.shape[1])
+        out = self.dds.explainer.to_pixels(
+            r_in, certificates[0].grid, images.shape[-2:], images.shape[1], "nearest"
+        )
         return (out,) if as_tuple else out

@@ -14,7 +14,12 @@ from .base import (
     register_method,
 )
 from .explainer import TokenMapExplainer, TokenMaps
-from .gradient import AttentionGradCAM, GradientRollout, attention_gradcam, gradient_rollout
+from .gradient import (
+    AttentionGradCAM,
+    GradientRollout,
+    attention_gradcam,
+    gradient_rollout,
+)
 from .raw import RawAttention, raw_attention
 from .rollout import AttentionRollout, attention_rollout
 from .targets import logits_of, resolve_target
