@@ -121,6 +121,29 @@ def _adamw(params: Any, lr: float, weight_decay: float, betas: Sequence[float]) 
     return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=tuple(betas), foreach=False)
 
 
+def _descend(optimizer: torch.optim.Optimizer, loss: torch.Tensor, params, grad_clip: float) -> None:
+    """One optimiser step on ``loss`` with gradient-norm clipping."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    nn.utils.clip_grad_norm_(params, grad_clip)
+    optimizer.step()
+
+
+def _report_step(
+    bar, step: int, steps: int, losses: list[float], optimizer, val_every: int | None,
+    model: nn.Module, val_images: int, image_size: int, norm: Normalization,
+) -> float | None:
+    """Advance the progress bar; return the validation accuracy when it is due, else None."""
+    bar.update(1)
+    if step % 10 == 0 or step == steps - 1:
+        bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
+    if val_every and ((step + 1) % val_every == 0 or step == steps - 1):
+        return classification_accuracy(
+            model, SPLIT_SEEDS["val"], val_images, image_size=image_size, normalization=norm
+        )
+    return None
+
+
 def train_vit(
     recipe: ViTRecipe | None = None,
     *,
@@ -190,18 +213,12 @@ def train_vit(
                     token_loss = F.cross_entropy(token_logits.reshape(-1, num_classes + 1), targets.reshape(-1))
                     total = loss + recipe.token_label_weight * token_loss
                     token_losses.append(float(token_loss.detach()))
-                optimizer.zero_grad(set_to_none=True)
-                total.backward()
-                nn.utils.clip_grad_norm_(params, recipe.grad_clip)
-                optimizer.step()
+                _descend(optimizer, total, params, recipe.grad_clip)
                 losses.append(float(loss.detach()))
-                bar.update(1)
-                if step % 10 == 0 or step == steps - 1:
-                    bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
-                if val_every and ((step + 1) % val_every == 0 or step == steps - 1):
-                    accuracy = classification_accuracy(
-                        model, SPLIT_SEEDS["val"], val_images, image_size=image_size, normalization=norm
-                    )
+                accuracy = _report_step(
+                    bar, step, steps, losses, optimizer, val_every, model, val_images, image_size, norm
+                )
+                if accuracy is not None:
                     monitored[str(step + 1)] = accuracy
                     bar.write(
                         f"step {step + 1}: val accuracy {accuracy:.3f} ({val_images} images), "
@@ -273,18 +290,12 @@ def finetune_vit(
                 batch = render_batch(recipe.data_seed, np.arange(first, first + recipe.batch_size), image_size)
                 logits = model(norm.from_pixels(batch.images))
                 loss = F.cross_entropy(logits, batch.labels, label_smoothing=recipe.label_smoothing)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
-                optimizer.step()
+                _descend(optimizer, loss, model.parameters(), recipe.grad_clip)
                 losses.append(float(loss.detach()))
-                bar.update(1)
-                if step % 10 == 0 or step == steps - 1:
-                    bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
-                if val_every and ((step + 1) % val_every == 0 or step == steps - 1):
-                    accuracy = classification_accuracy(
-                        model, SPLIT_SEEDS["val"], val_images, image_size=image_size, normalization=norm
-                    )
+                accuracy = _report_step(
+                    bar, step, steps, losses, optimizer, val_every, model, val_images, image_size, norm
+                )
+                if accuracy is not None:
                     monitored[str(step + 1)] = accuracy
                     bar.write(f"fine-tune step {step + 1}: val accuracy {accuracy:.3f} ({val_images} images)")
         wall = time.perf_counter() - start
