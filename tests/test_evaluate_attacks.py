@@ -121,7 +121,40 @@ def test_attacks_reject_bad_inputs(timm_vit, clean, images):
         pgd_attack(timm_vit, clean, labels=[0, 1])
     with pytest.raises(ValueError, match="unknown attack 'fgsm'"):
         get_attack("fgsm")
-    assert get_attack("pgd") is pgd_attack
+    assert get_attack("pgd").fn is not None
+
+
+def test_every_registered_attack_runs_with_the_one_signature(timm_vit, clean):
+    """Each registry name that validates is callable with the registry's one signature and
+    returns pixels within ε (the old registry held 'topk', which validated, then TypeError)."""
+    from captum_fvit import AttentionMap
+    from captum_fvit.evaluate.attacks import ATTACKS, AttackContext
+
+    norm = resolve_normalization(timm_vit)
+    pixels = norm.to_pixels(clean[:2]).clamp(0, 1)
+    labels = torch.tensor([0, 1])
+    explainer = AttentionMap(timm_vit, "raw")
+    context = AttackContext(timm_vit, norm, sigma=0.1, map_fn=explainer.token_map, k=3, n_eot=2)
+    for name, spec in ATTACKS.items():
+        for threat in spec.norms:
+            out = spec.fn(context, pixels, labels, 4 / 255, norm=threat, steps=2, seed=0)
+            assert out.shape == pixels.shape and 0 <= float(out.min()) and float(out.max()) <= 1
+            dist = (out - pixels).flatten(1)
+            size = dist.abs().amax(1) if threat == "linf" else dist.norm(dim=1)
+            assert (size <= 4 / 255 + 1e-5).all(), name
+    with pytest.raises(ValueError, match="supports norm linf, not 'l2'"):
+        get_attack("topk", "l2")
+
+
+def test_register_attack_refuses_a_wrong_signature():
+    from captum_fvit.evaluate.attacks import ATTACKS, register_attack
+
+    def old_style(model, inputs, labels, eps, sigma):  # no norm/steps/seed keywords
+        return inputs
+
+    with pytest.raises(TypeError, match="must accept"):
+        register_attack("broken", old_style, norms=("linf",))
+    assert "broken" not in ATTACKS
 
 
 # -- EOT-PGD ------------------------------------------------------------------------------

@@ -19,7 +19,10 @@ are never touched. Randomness (random start, noise, the denoiser's generator) co
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
@@ -31,11 +34,15 @@ from ..noise import NOISE_KINDS, block_seed, draw_noise, random_seed
 from ..space import Normalization, resolve_normalization
 from ..validation import check_image_batch, check_positive
 from ._checks import check_eps, check_steps
-from ._pixels import ascent_step, check_norm, clean_pixels, make_generator, project, random_start
+from ._pixels import NORMS, ascent_step, check_norm, clean_pixels, make_generator, project, random_start
 from .explanation_attack import ExplanationAttackResult, topk_explanation_attack
 
 __all__ = [
     "ATTACKS",
+    "Attack",
+    "AttackContext",
+    "AttackSpec",
+    "register_attack",
     "ExplanationAttackResult",
     "eot_pgd_attack",
     "get_attack",
@@ -309,16 +316,167 @@ def eot_pgd_attack(
     return normalization.from_pixels(adversarial).to(images.dtype)
 
 
-#: Attacks by name (for configuration files and the command line).
-ATTACKS: dict[str, Callable[..., object]] = {
-    "pgd": pgd_attack,
-    "eot_pgd": eot_pgd_attack,
-    "topk": topk_explanation_attack,
-}
+@dataclass(frozen=True)
+class AttackContext:
+    """What an attack of the registry sees of the pipeline under attack.
+
+    Attributes
+    ----------
+    model : nn.Module
+        The plain classifier (eval mode; never modified).
+    normalization : Normalization
+        The model's input normalisation.
+    denoiser : callable, optional
+        The DDS denoiser ``denoiser(x_noisy_pixels, sigma, generator)`` (``None`` = identity).
+    sigma : float
+        DDS noise std in **[0, 1] pixel units**.
+    map_fn : callable, optional
+        The explanation under attack, ``map_fn(x_model_space) -> N×P`` token maps (set by the
+        runner for explanation attacks, one per method and variant).
+    k : int
+        Top-k size of explanation attacks.
+    n_eot : int
+        Noise samples per step of attacks on the smoothed classifier.
+    """
+
+    model: nn.Module
+    normalization: Normalization
+    denoiser: Callable | None = None
+    sigma: float = 0.25
+    map_fn: Callable[[torch.Tensor], torch.Tensor] | None = None
+    k: int = 10
+    n_eot: int = 8
+
+    def model_fn(self, pixels: torch.Tensor) -> torch.Tensor:
+        """``N×K`` logits of the plain model on ``pixels`` in [0, 1] (differentiable)."""
+        return logits_of(self.model(self.normalization.from_pixels(pixels)))
 
 
-def get_attack(name: str) -> Callable[..., object]:
-    """The attack function called ``name`` (``"pgd"``, ``"eot_pgd"`` or ``"topk"``)."""
+class Attack(Protocol):
+    """The one signature of every registered attack.
+
+    ``attack(context, pixels, labels, eps, *, norm, steps, seed) -> adversarial pixels``:
+    ``pixels`` are ``N×C×H×W`` in [0, 1], ``labels`` ``N`` classes, ``eps`` the radius in
+    [0, 1] pixel units; the result is ``N×C×H×W`` in [0, 1] within ``eps`` of ``pixels``.
+    """
+
+    def __call__(
+        self,
+        context: AttackContext,
+        pixels: torch.Tensor,
+        labels: torch.Tensor,
+        eps: float,
+        *,
+        norm: str,
+        steps: int,
+        seed: int,
+    ) -> torch.Tensor: ...
+
+
+@dataclass(frozen=True)
+class AttackSpec:
+    """A registered attack: its function, the norms it supports and what it attacks.
+
+    Attributes
+    ----------
+    fn : Attack
+        The attack, with the registry's one signature.
+    norms : tuple of str
+        Threat models it supports (validated before anything runs).
+    explanation : bool
+        ``True``: it attacks one explanation (``context.map_fn``), so the runner calls it once
+        per method and variant; ``False``: it attacks the prediction, once per batch and ε.
+    description : str
+        One line for reports and ``--help``.
+    """
+
+    fn: Attack
+    norms: tuple[str, ...]
+    explanation: bool = False
+    description: str = ""
+
+
+def _pgd(context, pixels, labels, eps, *, norm, steps, seed):
+    x = context.normalization.from_pixels(pixels)
+    adversarial = pgd_attack(
+        context.model, x, labels, eps, norm=norm, steps=steps,
+        normalization=context.normalization, seed=seed,
+    )  # fmt: skip
+    return context.normalization.to_pixels(adversarial).clamp(0, 1)
+
+
+def _eot_pgd(context, pixels, labels, eps, *, norm, steps, seed):
+    from ..denoise import IdentityDenoiser
+
+    denoiser = context.denoiser if context.denoiser is not None else IdentityDenoiser()
+    x = context.normalization.from_pixels(pixels)
+    adversarial = eot_pgd_attack(
+        context.model, denoiser, x, labels, eps, context.sigma, context.n_eot, norm=norm,
+        steps=steps, normalization=context.normalization, seed=seed,
+    )  # fmt: skip
+    return context.normalization.to_pixels(adversarial).clamp(0, 1)
+
+
+def _topk(context, pixels, labels, eps, *, norm, steps, seed):
+    if context.map_fn is None:
+        raise ValueError("the top-k attack needs the explanation under attack (context.map_fn)")
+    x = context.normalization.from_pixels(pixels)
+    result = topk_explanation_attack(
+        context.map_fn, context.model, x, context.k, eps, steps=steps,
+        normalization=context.normalization, seed=seed,
+    )  # fmt: skip
+    return context.normalization.to_pixels(result.adversarial).clamp(0, 1)
+
+
+#: Attacks by name (for configuration files and the command line), all with one signature.
+ATTACKS: dict[str, AttackSpec] = {}
+
+
+def register_attack(
+    name: str, fn: Attack, *, norms: Sequence[str], explanation: bool = False, description: str = ""
+) -> AttackSpec:
+    """Add an attack to :data:`ATTACKS` (it must have the :class:`Attack` signature).
+
+    The signature is checked here, so a registered name cannot pass validation and then fail
+    with a ``TypeError`` when called.
+    """
+    if not isinstance(name, str) or not name or name == "none":
+        raise ValueError(f"attack name must be a non-empty string other than 'none', got {name!r}")
+    if not callable(fn):
+        raise TypeError(f"attack {name!r} must be callable, got {type(fn).__name__}")
+    try:
+        inspect.signature(fn).bind(None, None, None, 0.0, norm="linf", steps=1, seed=0)
+    except TypeError as err:
+        raise TypeError(
+            f"attack {name!r} must accept (context, pixels, labels, eps, *, norm, steps, seed): {err}"
+        ) from None
+    bad = [n for n in norms if n not in NORMS]
+    if bad or not norms:
+        raise ValueError(f"norms of attack {name!r} must be a non-empty subset of {NORMS}, got {list(norms)}")
+    spec = AttackSpec(fn, tuple(norms), bool(explanation), description)
+    ATTACKS[name] = spec
+    return spec
+
+
+register_attack("pgd", _pgd, norms=NORMS, description="PGD on the plain ViT's prediction")
+register_attack(
+    "eot_pgd", _eot_pgd, norms=NORMS,
+    description="EOT-PGD on the denoised smoothed classifier (adaptive)",
+)  # fmt: skip
+register_attack(
+    "topk", _topk, norms=("linf",), explanation=True,
+    description="Ghorbani et al.'s label-preserving top-k attack on each explanation",
+)  # fmt: skip
+
+
+def get_attack(name: str, norm: str | None = None) -> AttackSpec:
+    """The registered attack ``name`` (checking ``norm`` when given), or a clear error."""
     if name not in ATTACKS:
-        raise ValueError(f"unknown attack {name!r}; choose one of {sorted(ATTACKS)}")
-    return ATTACKS[name]
+        raise ValueError(f"unknown attack {name!r}; choose from {sorted(ATTACKS)} or 'none'")
+    spec = ATTACKS[name]
+    if norm is not None and norm not in spec.norms:
+        raise ValueError(
+            f"attack {name!r} supports norm {' or '.join(spec.norms)}, not {norm!r}; "
+            f"choose --norm {spec.norms[0]}"
+        )
+    return spec

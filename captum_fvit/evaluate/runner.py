@@ -31,7 +31,7 @@ from ..denoise import IdentityDenoiser
 from ..explain import METHODS
 from ..explain.targets import logits_of
 from ..space import Normalization, resolve_normalization, tokens_to_pixels
-from .attacks import ATTACKS, get_attack
+from .attacks import ATTACKS, AttackContext, get_attack
 from .curves import certified_curves
 from .metrics import spearman, topk_overlap
 from .segmentation import SegmentationAccumulator
@@ -109,8 +109,8 @@ class EvaluationConfig:
         bad = [v for v in self.variants if v not in VARIANTS]
         if bad or not self.variants:
             raise ValueError(f"variants must be a non-empty subset of {VARIANTS}, got {list(self.variants)}")
-        if self.attack not in (*ATTACKS, "none"):
-            raise ValueError(f"unknown attack {self.attack!r}; choose from {sorted(ATTACKS)} or 'none'")
+        if self.attack != "none":
+            get_attack(self.attack, self.norm)
         if any((not math.isfinite(e)) or e < 0 for e in self.eps):
             raise ValueError(f"eps must be finite and ≥ 0 (pixel units), got {list(self.eps)}")
         if not self.eps:
@@ -261,32 +261,16 @@ def evaluate(
         total += len(x)
         clean_maps = {}
         for eps in eps_list:
-            if eps == 0 or attack is None:
+            if eps == 0 or attack is None or attack.explanation:
                 x_eps = x
-            elif config.attack == "eot_pgd":
-                x_eps = attack(
-                    model,
-                    denoiser if denoiser is not None else IdentityDenoiser(),
-                    x,
-                    labels,
-                    eps,
-                    sigma=config.sigma,
-                    norm=config.norm,
-                    steps=config.attack_steps,
-                    normalization=normalization,
-                    seed=config.seed + batch_index,
-                )
             else:
-                x_eps = attack(
-                    model,
-                    x,
-                    labels,
-                    eps,
-                    norm=config.norm,
-                    steps=config.attack_steps,
-                    normalization=normalization,
-                    seed=config.seed + batch_index,
-                )
+                context = AttackContext(model, normalization, denoiser, config.sigma, k=config.k)
+                x_eps = normalization.from_pixels(
+                    attack.fn(
+                        context, normalization.to_pixels(x).clamp(0, 1), labels, eps,
+                        norm=config.norm, steps=config.attack_steps, seed=config.seed + batch_index,
+                    )
+                )  # fmt: skip
             with torch.no_grad():
                 correct[eps] += int((logits_of(model(x_eps)).argmax(1) == labels).sum())
             for key in explainers:
