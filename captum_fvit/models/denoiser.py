@@ -20,8 +20,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from ..denoise import DiffusionDenoiser
 
 __all__ = [
@@ -168,8 +166,3 @@ def _quiet_diffusers() -> Iterator[None]:
         yield
     finally:
         diffusers_logging.set_verbosity(previous)
-
-
-def unet_parameter_count(unet: torch.nn.Module) -> int:
-    """Number of parameters of a UNet."""
-    return sum(p.numel() for p in unet.parameters())

@@ -119,7 +119,7 @@ def rollout_mass_ratio(
         for idx in _chunks(n, batch_size):
             batch = render_batch(seed, idx, image_size)
             maps = explainer.token_map(norm.from_pixels(batch.images)).double()
-            h, w = explainer.grid
+            h, w = explainer.token_grid(batch.images.shape)
             share = F.adaptive_avg_pool2d(batch.masks.double(), (h, w)).flatten(1)
             maps = maps / maps.sum(dim=1, keepdim=True)
             masses.append((maps * share).sum(dim=1))

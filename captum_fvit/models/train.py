@@ -27,7 +27,7 @@ import contextlib
 import platform
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -116,12 +116,15 @@ def _check_steps(name: str, value: int) -> int:
     return int(value)
 
 
-def _adamw(params: Any, lr: float, weight_decay: float, betas: Sequence[float]) -> torch.optim.AdamW:
-    params = list(params.parameters()) if isinstance(params, nn.Module) else list(params)
-    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=tuple(betas), foreach=False)
+def _adamw(
+    params: Sequence[nn.Parameter], lr: float, weight_decay: float, betas: Sequence[float]
+) -> torch.optim.AdamW:
+    return torch.optim.AdamW(list(params), lr=lr, weight_decay=weight_decay, betas=tuple(betas), foreach=False)
 
 
-def _descend(optimizer: torch.optim.Optimizer, loss: torch.Tensor, params, grad_clip: float) -> None:
+def _descend(
+    optimizer: torch.optim.Optimizer, loss: torch.Tensor, params: Sequence[nn.Parameter], grad_clip: float
+) -> None:
     """One optimiser step on ``loss`` with gradient-norm clipping."""
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -129,19 +132,77 @@ def _descend(optimizer: torch.optim.Optimizer, loss: torch.Tensor, params, grad_
     optimizer.step()
 
 
-def _report_step(
-    bar, step: int, steps: int, losses: list[float], optimizer, val_every: int | None,
-    model: nn.Module, val_images: int, image_size: int, norm: Normalization,
-) -> float | None:
-    """Advance the progress bar; return the validation accuracy when it is due, else None."""
-    bar.update(1)
-    if step % 10 == 0 or step == steps - 1:
-        bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
-    if val_every and ((step + 1) % val_every == 0 or step == steps - 1):
-        return classification_accuracy(
+def _optimise(
+    optimizer: torch.optim.Optimizer,
+    params: Sequence[nn.Parameter],
+    loss_at: Callable[[int], tuple[torch.Tensor, torch.Tensor]],
+    *,
+    steps: int,
+    lr: float,
+    warmup_steps: int,
+    grad_clip: float,
+    desc: str,
+    progress: bool,
+    monitor: Callable[[], float] | None = None,
+    monitor_every: int = 0,
+    monitor_label: str = "val accuracy",
+    loss_format: str = ".3f",
+) -> tuple[list[float], dict[str, float], float]:
+    """The one training loop of every stage: schedule, loss, clipped AdamW step, progress.
+
+    Step ``s`` (0-based) sets the learning rate to ``lr · warmup_cosine(s, steps,
+    warmup_steps)``, evaluates ``descend, logged = loss_at(s)``, takes one optimiser step on
+    ``descend`` with the global gradient norm of ``params`` clipped to ``grad_clip`` and
+    records ``logged`` (the loss reported in the log). Every ``monitor_every`` steps and after
+    the last one, ``monitor()`` is called (monitoring only; it must not change the weights).
+
+    Returns
+    -------
+    losses : list of float
+        ``logged`` of every step.
+    monitored : dict
+        ``{"<steps done>": monitor()}``.
+    wall : float
+        Seconds the loop took.
+    """
+    losses: list[float] = []
+    monitored: dict[str, float] = {}
+    start = time.perf_counter()
+    with _progress(steps, desc, progress) as bar:
+        for step in range(steps):
+            for group in optimizer.param_groups:
+                group["lr"] = lr * warmup_cosine(step, steps, warmup_steps)
+            descend, logged = loss_at(step)
+            _descend(optimizer, descend, params, grad_clip)
+            losses.append(float(logged.detach()))
+            bar.update(1)
+            if step % 10 == 0 or step == steps - 1:
+                bar.set_postfix(
+                    loss=f"{np.mean(losses[-50:]):{loss_format}}", lr=f"{optimizer.param_groups[0]['lr']:.2e}"
+                )
+            if monitor is not None and monitor_every and ((step + 1) % monitor_every == 0 or step == steps - 1):
+                value = monitor()
+                monitored[str(step + 1)] = value
+                bar.write(
+                    f"{desc} step {step + 1}: {monitor_label} {value:.3f}, "
+                    f"loss {np.mean(losses[-50:]):.3f}, {time.perf_counter() - start:.0f} s"
+                )
+    return losses, monitored, time.perf_counter() - start
+
+
+def _accuracy_monitor(
+    model: nn.Module, val_every: int, val_images: int, image_size: int, norm: Normalization
+) -> dict[str, Any]:
+    """``_optimise`` arguments that monitor the accuracy on the validation stream."""
+    if not val_every:
+        return {}
+    return {
+        "monitor": lambda: classification_accuracy(
             model, SPLIT_SEEDS["val"], val_images, image_size=image_size, normalization=norm
-        )
-    return None
+        ),
+        "monitor_every": int(val_every),
+        "monitor_label": f"val accuracy ({val_images} images)",
+    }
 
 
 def train_vit(
@@ -182,9 +243,7 @@ def train_vit(
     recipe = recipe or ViTRecipe()
     steps = _check_steps("steps", recipe.steps)
     norm = Normalization(tuple(recipe.mean), tuple(recipe.std))
-    losses: list[float] = []
     token_losses: list[float] = []
-    monitored: dict[str, float] = {}
     with _torch_threads(threads):
         torch.manual_seed(seed)
         model = build_vit(recipe.architecture, **recipe.model_kwargs)
@@ -195,36 +254,34 @@ def train_vit(
         image_size = int(recipe.model_kwargs.get("img_size", 64))
         patch = int(recipe.model_kwargs.get("patch_size", 8))
         prefix = int(model.num_prefix_tokens)
+
+        def loss_at(step: int) -> tuple[torch.Tensor, torch.Tensor]:
+            first = step * recipe.batch_size
+            batch = render_batch(recipe.data_seed, np.arange(first, first + recipe.batch_size), image_size)
+            features = model.forward_features(norm.from_pixels(batch.images))
+            logits = model.forward_head(features)
+            loss = F.cross_entropy(logits, batch.labels, label_smoothing=recipe.label_smoothing)
+            if recipe.token_label_weight <= 0:
+                return loss, loss
+            targets = token_labels(batch.masks, batch.labels, patch, recipe.token_label_threshold)
+            token_logits = token_head(features[:, prefix:])
+            token_loss = F.cross_entropy(token_logits.reshape(-1, num_classes + 1), targets.reshape(-1))
+            token_losses.append(float(token_loss.detach()))
+            return loss + recipe.token_label_weight * token_loss, loss
+
         model.train()
-        start = time.perf_counter()
-        with _progress(steps, "train ViT", progress) as bar:
-            for step in range(steps):
-                for group in optimizer.param_groups:
-                    group["lr"] = recipe.lr * warmup_cosine(step, steps, recipe.warmup_steps)
-                first = step * recipe.batch_size
-                batch = render_batch(recipe.data_seed, np.arange(first, first + recipe.batch_size), image_size)
-                features = model.forward_features(norm.from_pixels(batch.images))
-                logits = model.forward_head(features)
-                loss = F.cross_entropy(logits, batch.labels, label_smoothing=recipe.label_smoothing)
-                total = loss
-                if recipe.token_label_weight > 0:
-                    targets = token_labels(batch.masks, batch.labels, patch, recipe.token_label_threshold)
-                    token_logits = token_head(features[:, prefix:])
-                    token_loss = F.cross_entropy(token_logits.reshape(-1, num_classes + 1), targets.reshape(-1))
-                    total = loss + recipe.token_label_weight * token_loss
-                    token_losses.append(float(token_loss.detach()))
-                _descend(optimizer, total, params, recipe.grad_clip)
-                losses.append(float(loss.detach()))
-                accuracy = _report_step(
-                    bar, step, steps, losses, optimizer, val_every, model, val_images, image_size, norm
-                )
-                if accuracy is not None:
-                    monitored[str(step + 1)] = accuracy
-                    bar.write(
-                        f"step {step + 1}: val accuracy {accuracy:.3f} ({val_images} images), "
-                        f"loss {np.mean(losses[-50:]):.3f}, {time.perf_counter() - start:.0f} s"
-                    )
-        wall = time.perf_counter() - start
+        losses, monitored, wall = _optimise(
+            optimizer,
+            params,
+            loss_at,
+            steps=steps,
+            lr=recipe.lr,
+            warmup_steps=recipe.warmup_steps,
+            grad_clip=recipe.grad_clip,
+            desc="train ViT",
+            progress=progress,
+            **_accuracy_monitor(model, val_every, val_images, image_size, norm),
+        )
     model.eval()
     log = {
         "seed": int(seed),
@@ -276,29 +333,30 @@ def finetune_vit(
     norm = Normalization(tuple(recipe.mean), tuple(recipe.std))
     image_size = int(recipe.model_kwargs.get("img_size", 64))
     offset = int(recipe.steps) * recipe.batch_size
-    losses: list[float] = []
-    monitored: dict[str, float] = {}
+
+    def loss_at(step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        first = offset + step * recipe.batch_size
+        batch = render_batch(recipe.data_seed, np.arange(first, first + recipe.batch_size), image_size)
+        logits = model(norm.from_pixels(batch.images))
+        loss = F.cross_entropy(logits, batch.labels, label_smoothing=recipe.label_smoothing)
+        return loss, loss
+
     with _torch_threads(threads):
-        optimizer = _adamw(model, recipe.finetune_lr, recipe.weight_decay, recipe.betas)
+        params = list(model.parameters())
+        optimizer = _adamw(params, recipe.finetune_lr, recipe.weight_decay, recipe.betas)
         model.train()
-        start = time.perf_counter()
-        with _progress(steps, "fine-tune ViT", progress) as bar:
-            for step in range(steps):
-                for group in optimizer.param_groups:
-                    group["lr"] = recipe.finetune_lr * warmup_cosine(step, steps, recipe.finetune_warmup_steps)
-                first = offset + step * recipe.batch_size
-                batch = render_batch(recipe.data_seed, np.arange(first, first + recipe.batch_size), image_size)
-                logits = model(norm.from_pixels(batch.images))
-                loss = F.cross_entropy(logits, batch.labels, label_smoothing=recipe.label_smoothing)
-                _descend(optimizer, loss, model.parameters(), recipe.grad_clip)
-                losses.append(float(loss.detach()))
-                accuracy = _report_step(
-                    bar, step, steps, losses, optimizer, val_every, model, val_images, image_size, norm
-                )
-                if accuracy is not None:
-                    monitored[str(step + 1)] = accuracy
-                    bar.write(f"fine-tune step {step + 1}: val accuracy {accuracy:.3f} ({val_images} images)")
-        wall = time.perf_counter() - start
+        losses, monitored, wall = _optimise(
+            optimizer,
+            params,
+            loss_at,
+            steps=steps,
+            lr=recipe.finetune_lr,
+            warmup_steps=recipe.finetune_warmup_steps,
+            grad_clip=recipe.grad_clip,
+            desc="fine-tune ViT",
+            progress=progress,
+            **_accuracy_monitor(model, val_every, val_images, image_size, norm),
+        )
     model.eval()
     log = {
         "steps": steps,
@@ -376,36 +434,38 @@ def train_denoiser(
     scheduler = build_scheduler(**recipe.scheduler_config)
     abar = scheduler.alphas_cumprod.to(torch.float32)
     t_max = timestep_for_sigma(scheduler.alphas_cumprod, recipe.max_sigma)
-    losses: list[float] = []
     with _torch_threads(threads):
         torch.manual_seed(seed)
         unet = build_unet(**recipe.unet_config)
         generator = torch.Generator().manual_seed(seed + 1)
-        optimizer = _adamw(unet, recipe.lr, recipe.weight_decay, recipe.betas)
+        params = list(unet.parameters())
+        optimizer = _adamw(params, recipe.lr, recipe.weight_decay, recipe.betas)
         image_size = int(unet.config.sample_size)
+
+        def loss_at(step: int) -> tuple[torch.Tensor, torch.Tensor]:
+            first = step * recipe.batch_size
+            images = render_batch(recipe.data_seed, np.arange(first, first + recipe.batch_size), image_size).images
+            x0 = 2.0 * images - 1.0
+            t = torch.randint(0, t_max + 1, (x0.shape[0],), generator=generator)
+            noise = torch.randn(x0.shape, generator=generator)
+            a = abar[t].view(-1, 1, 1, 1)
+            x_t = a.sqrt() * x0 + (1.0 - a).sqrt() * noise
+            loss = F.mse_loss(unet(x_t, t).sample, noise)
+            return loss, loss
+
         unet.train()
-        start = time.perf_counter()
-        with _progress(steps, "train denoiser", progress) as bar:
-            for step in range(steps):
-                for group in optimizer.param_groups:
-                    group["lr"] = recipe.lr * warmup_cosine(step, steps, recipe.warmup_steps)
-                first = step * recipe.batch_size
-                images = render_batch(recipe.data_seed, np.arange(first, first + recipe.batch_size), image_size).images
-                x0 = 2.0 * images - 1.0
-                t = torch.randint(0, t_max + 1, (x0.shape[0],), generator=generator)
-                noise = torch.randn(x0.shape, generator=generator)
-                a = abar[t].view(-1, 1, 1, 1)
-                x_t = a.sqrt() * x0 + (1.0 - a).sqrt() * noise
-                loss = F.mse_loss(unet(x_t, t).sample, noise)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                nn.utils.clip_grad_norm_(unet.parameters(), recipe.grad_clip)
-                optimizer.step()
-                losses.append(float(loss.detach()))
-                bar.update(1)
-                if step % 10 == 0 or step == steps - 1:
-                    bar.set_postfix(loss=f"{np.mean(losses[-50:]):.4f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}")
-        wall = time.perf_counter() - start
+        losses, _, wall = _optimise(
+            optimizer,
+            params,
+            loss_at,
+            steps=steps,
+            lr=recipe.lr,
+            warmup_steps=recipe.warmup_steps,
+            grad_clip=recipe.grad_clip,
+            desc="train denoiser",
+            progress=progress,
+            loss_format=".4f",
+        )
     unet.eval()
     log = {
         "seed": int(seed),

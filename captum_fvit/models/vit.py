@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -251,8 +251,3 @@ def load_vit(
         architecture, pretrained=pretrained, pretrained_cfg_overlay=overlay, **kwargs
     )
     return model.to(device).eval()
-
-
-def vit_kwargs_from_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    """``timm.create_model`` arguments recorded in a timm ``config.json`` mapping."""
-    return dict(config.get("model_args") or {})
