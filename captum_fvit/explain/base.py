@@ -10,7 +10,10 @@ keeps only what it needs (a class-token row, a running product), never every lay
 
 from __future__ import annotations
 
+import contextvars
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, ClassVar
 
 import torch
@@ -26,6 +29,8 @@ __all__ = [
     "fuse_heads",
     "HEAD_FUSIONS",
     "run_on_maps",
+    "keep_graph",
+    "graph_kept",
 ]
 
 #: Ways to fuse the heads of an attention map: mean, max or min over heads.
@@ -43,9 +48,34 @@ def fuse_heads(probs: torch.Tensor, fusion: str, dim: int = 1) -> torch.Tensor:
     raise ValueError(f"head_fusion must be one of {HEAD_FUSIONS}, got {fusion!r}")
 
 
+#: Whether the methods keep the autograd graph of what they record (see :func:`keep_graph`).
+_KEEP_GRAPH: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "captum_fvit_keep_graph", default=False
+)
+
+
+@contextmanager
+def keep_graph() -> Iterator[None]:
+    """Within this block the methods do not detach the attention (and gradients) they read,
+    so a token map is a differentiable function of the input (used by the adaptive attacks of
+    :mod:`captum_fvit.evaluate.differentiable`). Context-local (threads, asyncio)."""
+    token = _KEEP_GRAPH.set(True)
+    try:
+        yield
+    finally:
+        _KEEP_GRAPH.reset(token)
+
+
+def graph_kept() -> bool:
+    """Whether a :func:`keep_graph` block is active."""
+    return _KEEP_GRAPH.get()
+
+
 def at_least_float32(tensor: torch.Tensor) -> torch.Tensor:
-    """Detach and upcast half-precision maps (autocast) so products accumulate in fp32+."""
-    tensor = tensor.detach()
+    """Detach (unless :func:`keep_graph` is active) and upcast half-precision maps
+    (autocast) so products accumulate in fp32+."""
+    if not _KEEP_GRAPH.get():
+        tensor = tensor.detach()
     return tensor.float() if tensor.dtype in (torch.float16, torch.bfloat16) else tensor
 
 
