@@ -17,7 +17,9 @@ Attacks (:mod:`~captum_fvit.evaluate.attacks`)
     :func:`pgd_attack`, :func:`eot_pgd_attack`, :func:`topk_explanation_attack` (with the
     differentiable :class:`AttentionSurrogate`), :func:`get_attack`.
 Runner and report (:mod:`~captum_fvit.evaluate.runner`, :mod:`~captum_fvit.evaluate.report`)
-    :func:`evaluate` with :class:`EvaluationConfig`, :func:`write_report`; the CLI
+    :func:`evaluate` with :class:`EvaluationConfig` streams per-image rows
+    (:mod:`~captum_fvit.evaluate.rows`) to ``results.jsonl``, resumes, and shards images over
+    ``torch.distributed`` ranks; :func:`write_report` writes the aggregates. The CLI
     ``captum-fvit evaluate`` calls them.
 Existing XAI benchmarks (:mod:`~captum_fvit.evaluate.quantus_adapter`)
     :class:`QuantusExplainFunc`: captum-fvit explanations as a Quantus ``explain_func``.
@@ -36,6 +38,7 @@ from .metrics import jsd, spearman, topk_indices, topk_mass, topk_overlap, tvd
 from .perturbation import DEFAULT_FRACTIONS, PerturbationResult, perturbation_test
 from .quantus_adapter import QuantusExplainFunc
 from .report import Report, markdown_table
+from .rows import RowWriter, mean_ci, read_rows
 from .runner import EvaluationConfig, EvaluationResult, evaluate, write_report
 from .segmentation import (
     SegmentationAccumulator,
@@ -52,6 +55,9 @@ __all__ = [
     "EvaluationResult",
     "QuantusExplainFunc",
     "Report",
+    "RowWriter",
+    "mean_ci",
+    "read_rows",
     "AttentionSurrogate",
     "CertifiedCurves",
     "ExplanationAttackResult",

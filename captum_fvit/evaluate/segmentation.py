@@ -29,6 +29,7 @@ __all__ = [
     "SegmentationAccumulator",
     "SegmentationResult",
     "average_precision",
+    "segmentation_counts",
     "segmentation_test",
 ]
 
@@ -208,50 +209,15 @@ class SegmentationAccumulator:
         Tensor
             ``N`` average precision of this batch's images.
         """
-        maps = as_map_batch(maps, "maps")
-        foreground, labelled = _check_masks(masks, maps.shape[0], self.ignore_index)
-        size = tuple(foreground.shape[-2:])
-        if maps.dim() >= 3 and tuple(maps.shape[-2:]) != size:
-            if maps.shape[-2] > size[0] or maps.shape[-1] > size[1]:
-                raise ValueError(
-                    f"the masks are {size[0]}x{size[1]} pixels but the maps are "
-                    f"{maps.shape[-2]}x{maps.shape[-1]}: masks must be at the images' "
-                    "resolution (the maps are upsampled to the masks, never downsampled)"
-                )
-        pixels = to_pixel_grid(maps.to(foreground.device), size, grid=self.grid)
-        normalised = _min_max(pixels.double())
-        threshold = normalised.reshape(normalised.shape[0], -1).mean(dim=1)
-        predicted = normalised > threshold[:, None, None]
-
-        self.correct += int(((predicted == foreground) & labelled).sum())
-        self.labelled += int(labelled.sum())
-        background_pred, background_true = ~predicted & labelled, ~foreground & labelled
-        foreground_pred = predicted & labelled
-        inter = torch.stack(
-            [(background_pred & background_true).sum(), (foreground_pred & foreground).sum()]
+        counts = segmentation_counts(
+            maps, masks, grid=self.grid, ignore_index=self.ignore_index, ap_mode=self.ap_mode
         )
-        union = torch.stack(
-            [(background_pred | background_true).sum(), (foreground_pred | foreground).sum()]
-        )
-        self.intersection += inter.double().cpu()
-        self.union += union.double().cpu()
-
-        n = normalised.shape[0]
-        scores = normalised.reshape(n, -1)
-        targets = foreground.reshape(n, -1)
-        weights = labelled.reshape(n, -1)
-        if self.ap_mode == "two_class":
-            scores = torch.cat([1 - scores, scores], dim=1)
-            targets = torch.cat([~foreground.reshape(n, -1) & weights, targets], dim=1)
-            weights = torch.cat([weights, weights], dim=1)
-            has_both = (targets[:, : targets.shape[1] // 2].any(1)) & (
-                targets[:, targets.shape[1] // 2 :].any(1)
-            )
-        ap = average_precision(scores, targets, weights)
-        if self.ap_mode == "two_class":
-            ap = torch.where(has_both, ap, torch.nan)
-        self._ap.append(ap.cpu())
-        return ap
+        self.correct += int(counts["correct"].sum())
+        self.labelled += int(counts["labelled"].sum())
+        self.intersection += counts["intersection"].sum(dim=0)
+        self.union += counts["union"].sum(dim=0)
+        self._ap.append(counts["ap"])
+        return counts["ap"]
 
     def compute(self) -> SegmentationResult:
         """Scores over every batch seen so far."""
@@ -272,6 +238,78 @@ class SegmentationAccumulator:
             ap=ap,
             n_images=int(ap.numel()),
         )
+
+
+def segmentation_counts(
+    maps: torch.Tensor,
+    masks: torch.Tensor,
+    *,
+    grid: Sequence[int] | None = None,
+    ignore_index: int | None = None,
+    ap_mode: str = "foreground",
+) -> dict[str, torch.Tensor]:
+    """Per-image sufficient statistics of the segmentation test (batched, on CPU).
+
+    Summing ``correct``/``labelled`` and ``intersection``/``union`` over images and averaging
+    the defined ``ap`` gives exactly :meth:`SegmentationAccumulator.compute`, so a dataset's
+    scores can be rebuilt from per-image rows.
+
+    Returns
+    -------
+    dict of Tensor
+        ``correct``, ``labelled`` (``N`` int64 pixel counts), ``intersection``, ``union``
+        (``N×2`` float64, background and foreground) and ``ap`` (``N`` float64, NaN where
+        undefined).
+    """
+    if ap_mode not in AP_MODES:
+        raise ValueError(f"ap_mode must be one of {AP_MODES}, got {ap_mode!r}")
+    maps = as_map_batch(maps, "maps")
+    foreground, labelled = _check_masks(masks, maps.shape[0], ignore_index)
+    size = tuple(foreground.shape[-2:])
+    if maps.dim() >= 3 and tuple(maps.shape[-2:]) != size:
+        if maps.shape[-2] > size[0] or maps.shape[-1] > size[1]:
+            raise ValueError(
+                f"the masks are {size[0]}x{size[1]} pixels but the maps are "
+                f"{maps.shape[-2]}x{maps.shape[-1]}: masks must be at the images' "
+                "resolution (the maps are upsampled to the masks, never downsampled)"
+            )
+    pixels = to_pixel_grid(maps.to(foreground.device), size, grid=grid)
+    normalised = _min_max(pixels.double())
+    n = normalised.shape[0]
+    threshold = normalised.reshape(n, -1).mean(dim=1)
+    predicted = normalised > threshold[:, None, None]
+
+    def per_image(values: torch.Tensor) -> torch.Tensor:
+        return values.reshape(n, -1).sum(dim=1)
+
+    correct = per_image((predicted == foreground) & labelled)
+    background_pred, background_true = ~predicted & labelled, ~foreground & labelled
+    foreground_pred = predicted & labelled
+    inter = torch.stack(
+        [per_image(background_pred & background_true), per_image(foreground_pred & foreground)], 1
+    )
+    union = torch.stack(
+        [per_image(background_pred | background_true), per_image(foreground_pred | foreground)], 1
+    )
+    scores = normalised.reshape(n, -1)
+    targets = foreground.reshape(n, -1)
+    weights = labelled.reshape(n, -1)
+    if ap_mode == "two_class":
+        scores = torch.cat([1 - scores, scores], dim=1)
+        targets = torch.cat([~foreground.reshape(n, -1) & weights, targets], dim=1)
+        weights = torch.cat([weights, weights], dim=1)
+        half = targets.shape[1] // 2
+        has_both = targets[:, :half].any(1) & targets[:, half:].any(1)
+    ap = average_precision(scores, targets, weights)
+    if ap_mode == "two_class":
+        ap = torch.where(has_both, ap, torch.nan)
+    return {
+        "correct": correct.long().cpu(),
+        "labelled": per_image(labelled).long().cpu(),
+        "intersection": inter.double().cpu(),
+        "union": union.double().cpu(),
+        "ap": ap.double().cpu(),
+    }
 
 
 def segmentation_test(
