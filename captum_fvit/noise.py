@@ -17,7 +17,14 @@ import math
 import numpy as np
 import torch
 
-__all__ = ["NOISE_KINDS", "NOISE_BLOCK", "block_seed", "draw_noise", "random_seed"]
+__all__ = [
+    "NOISE_KINDS",
+    "NOISE_BLOCK",
+    "SampleNoise",
+    "block_seed",
+    "draw_noise",
+    "random_seed",
+]
 
 #: Noise distributions, each with standard deviation σ. Only "gaussian" can be certified.
 NOISE_KINDS = ("gaussian", "laplace", "uniform")
@@ -96,3 +103,53 @@ def draw_noise(
     noise = torch.cat(blocks) if len(blocks) > 1 else blocks[0]
     offset = first * NOISE_BLOCK
     return noise[start - offset : stop - offset].mul_(sigma)
+
+
+class SampleNoise:
+    """Standard-normal noise for a denoiser's own randomness, addressed per noise sample.
+
+    A stochastic denoiser (exact noise matching, DDIM with ``eta > 0``) needs fresh noise for
+    every image it denoises. Drawing it from one generator per chunk would make the result
+    depend on how the samples are chunked; a ``SampleNoise`` instead gives row ``j`` of a
+    chunk the noise of *its* sample index, drawn exactly like the pixel noise (seeded blocks of
+    :data:`NOISE_BLOCK` samples), so the result is the same for any ``batch_size`` and any
+    batch composition. Each call of :meth:`randn_like` uses a new sub-stream, so successive
+    draws inside one denoiser call are independent.
+
+    The smoothing engine passes one to denoisers that declare
+    ``accepts_sample_noise = True`` (every denoiser of :mod:`captum_fvit.denoise` does);
+    other denoisers get a ``torch.Generator`` seeded per chunk.
+
+    Parameters
+    ----------
+    seed : int
+        Seed of the call.
+    sample_index : Tensor
+        ``M`` noise-sample index of each row of the chunk being denoised.
+    stream : int
+        Base sub-stream (distinct from the pixel-noise streams).
+    """
+
+    def __init__(self, seed: int, sample_index: torch.Tensor, stream: int) -> None:
+        self.seed = int(seed)
+        self.sample_index = sample_index
+        self.stream = int(stream)
+        self.device = sample_index.device
+        self._draws = 0
+
+    def randn_like(self, like: torch.Tensor) -> torch.Tensor:
+        """Standard-normal noise of ``like``'s shape; row ``j`` depends only on
+        ``(seed, stream, draw number, sample_index[j])``."""
+        if like.shape[0] != self.sample_index.shape[0]:
+            raise ValueError(
+                f"SampleNoise covers {self.sample_index.shape[0]} rows, asked for "
+                f"{like.shape[0]}; a denoiser must draw noise for its whole batch at once"
+            )
+        stream = self.stream + 1_000_003 * (self._draws + 1)
+        self._draws += 1
+        first = int(self.sample_index.min())
+        last = int(self.sample_index.max()) + 1
+        block = draw_noise(
+            self.seed, first, last, tuple(like.shape[1:]), 1.0, device=self.device, stream=stream
+        )
+        return block[self.sample_index - first].to(device=like.device, dtype=like.dtype)

@@ -28,12 +28,14 @@ import torch
 
 from .denoise.base import check_sigma, denoiser_in_channels
 from .denoise.identity import IdentityDenoiser
-from .explain.targets import logits_of
-from .noise import NOISE_KINDS, block_seed, draw_noise
+from .errors import FiniteGuard
+from .model_io import index_batch_args, logits_of
+from .noise import NOISE_KINDS, SampleNoise, block_seed, draw_noise
 from .space import Normalization, resolve_normalization
 from .stats import ClassCounts
+from .validation import check_choice, check_count
 
-__all__ = ["Chunk", "SmoothingEngine", "SELECTION_STREAM"]
+__all__ = ["Chunk", "SmoothingEngine", "SELECTION_STREAM", "shard_samples", "sample_range"]
 
 #: Noise stream of the samples that select a class (independent of the estimation samples).
 SELECTION_STREAM = 1
@@ -56,6 +58,45 @@ class Chunk:
     input_index: torch.Tensor
     sample_index: torch.Tensor
     inputs: torch.Tensor
+    guard: FiniteGuard
+
+    def watch(self, stage: str, values: torch.Tensor) -> None:
+        """Have the engine check ``values`` (one row per image of the chunk) for NaN/inf
+        before the chunk is folded in (``stage``: ``"model"``, ``"method"``, ...)."""
+        self.guard.watch(stage, values)
+
+
+def sample_range(samples: int | range) -> range:
+    """``samples`` as a range of noise-sample indices (an int ``n`` means ``range(n)``)."""
+    if isinstance(samples, range):
+        if samples.step != 1 or len(samples) < 1 or samples.start < 0:
+            raise ValueError(
+                f"samples must be a non-empty range of sample indices ≥ 0 with step 1, got "
+                f"{samples}"
+            )
+        return samples
+    return range(check_count(samples, "n_samples"))
+
+
+def shard_samples(samples: range, process_group) -> range:
+    """The contiguous part of ``samples`` this rank runs (all of it without a group).
+
+    Rank ``r`` of ``W`` takes ``samples[r·n//W : (r+1)·n//W]``: disjoint, covering, and
+    each noise sample keeps its index, so the union over ranks is the one-process sample set.
+    """
+    if process_group is None:
+        return samples
+    import torch.distributed as dist
+
+    world = dist.get_world_size(process_group)
+    rank = dist.get_rank(process_group)
+    if len(samples) < world:
+        raise ValueError(
+            f"{len(samples)} noise samples cannot be split over {world} ranks; use at least "
+            "as many samples as ranks"
+        )
+    n = len(samples)
+    return samples[rank * n // world : (rank + 1) * n // world]
 
 
 class SmoothingEngine:
@@ -99,15 +140,18 @@ class SmoothingEngine:
                 f"denoiser must be callable as denoiser(x_noisy, sigma, generator), got "
                 f"{type(denoiser).__name__}"
             )
-        if noise not in NOISE_KINDS:
-            raise ValueError(f"noise must be one of {NOISE_KINDS}, got {noise!r}")
-        if int(batch_size) < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if not isinstance(clamp, bool):
+            raise TypeError(f"clamp must be True or False, got {clamp!r}")
+        if not isinstance(autocast, (bool, torch.dtype)):
+            raise TypeError(
+                f"autocast must be True, False or a torch.dtype (e.g. torch.bfloat16), got "
+                f"{autocast!r}"
+            )
         self.denoiser = denoiser
         self.sigma = check_sigma(sigma)
         self.normalization = normalization
-        self.batch_size = int(batch_size)
-        self.noise = noise
+        self.batch_size = check_count(batch_size, "batch_size")
+        self.noise = check_choice(noise, "noise", NOISE_KINDS)
         self.clamp = clamp
         self.autocast = autocast
         self._warned_oom = False
@@ -133,26 +177,38 @@ class SmoothingEngine:
         self,
         model: Callable,
         inputs: torch.Tensor,
-        n_samples: int,
+        samples: int | range,
         seed: int,
         stream: int = SELECTION_STREAM,
         forward_args: tuple = (),
+        *,
+        process_group=None,
+        progress: bool = False,
     ) -> torch.Tensor:
-        """``N×K`` counts of the class ``model`` predicts on ``n_samples`` denoised samples."""
+        """``N×K`` counts of the class ``model`` predicts on the denoised ``samples``
+        (all-reduced over ``process_group``)."""
         counts = ClassCounts(inputs.shape[0], inputs.device)
 
+        n_inputs = inputs.shape[0]
+
         def compute(chunk: Chunk) -> torch.Tensor:
+            args = index_batch_args(forward_args, n_inputs, chunk.input_index)
             with torch.no_grad():
-                return logits_of(model(chunk.inputs, *forward_args))
+                logits = logits_of(model(chunk.inputs, *args))
+            chunk.watch("model", logits)
+            return logits
 
         self.run(
             inputs,
-            n_samples,
+            samples,
             seed,
             compute,
             lambda chunk, logits: counts.update(chunk.input_index, logits),
             stream=stream,
+            process_group=process_group,
+            progress=progress,
         )
+        counts.all_reduce(process_group)
         return counts.counts
 
     def check_inputs(self, inputs: torch.Tensor) -> None:
@@ -171,6 +227,18 @@ class SmoothingEngine:
         if self.autocast and device.type == "cuda":
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return torch.autocast(device.type, enabled=False)
+
+    def _generator(self, seed: int, stream: int, start: int, sample_index: torch.Tensor):
+        """The denoiser's source of randomness for one chunk.
+
+        Denoisers that declare ``accepts_sample_noise`` get a :class:`SampleNoise`
+        addressed by sample index (chunk-independent); others a generator seeded per chunk.
+        """
+        if getattr(self.denoiser, "accepts_sample_noise", False):
+            return SampleNoise(seed, sample_index, stream=2_000 + stream)
+        generator = torch.Generator(device=sample_index.device)
+        generator.manual_seed(block_seed(seed, start, stream=1_000 + stream))
+        return generator
 
     def _chunk(
         self, pixels: torch.Tensor, seed: int, stream: int, start: int, stop: int
@@ -193,75 +261,115 @@ class SmoothingEngine:
             stream=stream,
         ).to(pixels.dtype)
         noisy = pixels[input_index] + noise[sample_index - first_sample]
-        generator = torch.Generator(device=device)
-        generator.manual_seed(block_seed(seed, start, stream=1_000 + stream))
+        generator = self._generator(seed, stream, start, sample_index)
         with torch.no_grad():
             denoised = self.denoiser(noisy, self.sigma, generator)
-        if denoised.shape != noisy.shape:
+        if not isinstance(denoised, torch.Tensor) or denoised.shape != noisy.shape:
+            shape = tuple(denoised.shape) if isinstance(denoised, torch.Tensor) else type(denoised)
             raise ValueError(
-                f"the denoiser returned shape {tuple(denoised.shape)} for inputs of shape "
-                f"{tuple(noisy.shape)}; a denoiser must return images of the input's size"
+                f"the denoiser returned {shape} for inputs of shape {tuple(noisy.shape)}; a "
+                "denoiser must return images of the input's size"
             )
+        guard = FiniteGuard(input_index, sample_index)
+        guard.watch("denoiser", denoised)
         denoised = denoised.to(pixels.dtype)
         if self.clamp:
             denoised = denoised.clamp(0, 1)
-        return Chunk(input_index, sample_index, self.normalization.from_pixels(denoised))
+        return Chunk(input_index, sample_index, self.normalization.from_pixels(denoised), guard)
 
     def run(
         self,
         inputs: torch.Tensor,
-        n_samples: int,
+        samples: int | range,
         seed: int,
         compute: Callable[[Chunk], Any],
         fold: Callable[[Chunk, Any], None],
         *,
         stream: int = 0,
+        process_group=None,
+        progress: bool = False,
     ) -> None:
-        """Run ``n_samples`` noise samples for every input.
+        """Run the noise samples ``samples`` for every input.
 
         Parameters
         ----------
         inputs : Tensor
             ``N×C×H×W`` batch in the model's normalisation.
-        n_samples : int
-            Noise samples per input (≥ 1).
+        samples : int or range
+            Noise-sample indices: ``n`` means ``range(n)``; a range runs exactly those samples
+            (sample ``s`` gets the same noise whatever else runs, so ranges can be split over
+            calls, stopping times or ranks and give the same union).
         seed : int
             Seed of the noise sequence.
         compute : callable
             ``compute(chunk) -> result``: the expensive part (may run out of memory, then the
-            chunk is halved and retried).
+            chunk is halved and retried). It should pass what it produces through
+            ``chunk.watch(stage, values)`` so that non-finite values stop the call.
         fold : callable
-            ``fold(chunk, result)``: folds a result into statistics (runs once per chunk).
+            ``fold(chunk, result)``: folds a result into statistics (runs once per chunk,
+            after the non-finite check — one device sync per chunk).
         stream : int, default 0
-            Independent noise sub-sequence (e.g. 1 for Cohen's selection samples).
+            Independent noise sub-sequence (e.g. 1 for the class-selection samples).
+        process_group : torch.distributed.ProcessGroup, optional
+            Split the samples over its ranks (:func:`shard_samples`); the caller all-reduces
+            its statistics afterwards.
+        progress : bool, default False
+            Show a progress bar over the denoised images (rank 0 only).
+
+        Raises
+        ------
+        NonFiniteError
+            When the denoiser or ``compute`` produced NaN or infinite values.
         """
-        if int(n_samples) < 1:
-            raise ValueError(f"n_samples must be at least 1, got {n_samples}")
+        samples = shard_samples(sample_range(samples), process_group)
         self.check_inputs(inputs)
         pixels = self.normalization.to_pixels(inputs.detach())
-        total = int(n_samples) * pixels.shape[0]
+        n_inputs = pixels.shape[0]
+        start, total = samples.start * n_inputs, samples.stop * n_inputs
         chunk_size = self.batch_size
-        start = 0
-        while start < total:
-            stop = min(start + chunk_size, total)
-            try:
-                with self._autocast(pixels.device):
-                    chunk = self._chunk(pixels, seed, stream, start, stop)
-                    result = compute(chunk)
-            except torch.OutOfMemoryError:
-                if chunk_size == 1:
-                    raise
-                chunk_size = max(1, chunk_size // 2)
-                if pixels.device.type == "cuda":
-                    torch.cuda.empty_cache()
-                if not self._warned_oom:
-                    warnings.warn(
-                        f"out of memory: continuing with chunks of {chunk_size} images "
-                        "(pass a smaller batch_size to avoid the retry)",
-                        RuntimeWarning,
-                        stacklevel=2,
-                    )
-                    self._warned_oom = True
-                continue
-            fold(chunk, result)
-            start = stop
+        bar = _progress_bar(progress, total - start, process_group)
+        try:
+            while start < total:
+                stop = min(start + chunk_size, total)
+                try:
+                    with self._autocast(pixels.device):
+                        chunk = self._chunk(pixels, seed, stream, start, stop)
+                        result = compute(chunk)
+                except torch.OutOfMemoryError:
+                    if chunk_size == 1:
+                        raise
+                    chunk_size = max(1, chunk_size // 2)
+                    if pixels.device.type == "cuda":
+                        torch.cuda.empty_cache()
+                    if not self._warned_oom:
+                        warnings.warn(
+                            f"out of memory: continuing with chunks of {chunk_size} images "
+                            "(pass a smaller batch_size to avoid the retry)",
+                            RuntimeWarning,
+                            stacklevel=2,
+                        )
+                        self._warned_oom = True
+                    continue
+                chunk.guard.check()
+                fold(chunk, result)
+                if bar is not None:
+                    bar.update(stop - start)
+                start = stop
+        finally:
+            if bar is not None:
+                bar.close()
+
+
+def _progress_bar(progress: bool, total: int, process_group):
+    if not isinstance(progress, bool):
+        raise TypeError(f"progress must be True or False, got {progress!r}")
+    if not progress:
+        return None
+    if process_group is not None:
+        import torch.distributed as dist
+
+        if dist.get_rank(process_group) != 0:
+            return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, unit="img", desc="denoised samples", leave=False)

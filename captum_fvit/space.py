@@ -80,17 +80,52 @@ def resolve_normalization(
 ) -> Normalization:
     """The normalisation a model's inputs are in.
 
-    Explicit ``input_mean``/``input_std`` win; otherwise timm's ``pretrained_cfg`` (``mean``,
-    ``std``) is used when present; otherwise the inputs are taken to be [0, 1] pixels.
+    Explicit ``input_mean``/``input_std`` win; otherwise the normalisation the model carries:
+    timm's ``pretrained_cfg`` (``mean``, ``std``), or ``image_mean``/``image_std`` on a
+    Hugging Face config when present. Otherwise the inputs are taken to be [0, 1] pixels and
+    a warning (once per model) asks for ``input_mean``/``input_std``: torchvision models and
+    Hugging Face models do not carry their normalisation, and with the wrong one σ, ε and
+    radii are no longer in pixel units.
     """
+    from .validation import warn_once
+
     if (input_mean is None) != (input_std is None):
         raise ValueError("give both input_mean and input_std, or neither")
     if input_mean is not None:
-        return Normalization(tuple(float(m) for m in input_mean), tuple(float(s) for s in input_std))
+        try:
+            mean = tuple(float(m) for m in input_mean)
+            std = tuple(float(s) for s in input_std)
+        except TypeError:
+            raise TypeError(
+                "input_mean and input_std must be sequences of numbers, one per channel, e.g. "
+                "input_mean=(0.485, 0.456, 0.406), input_std=(0.229, 0.224, 0.225)"
+            ) from None
+        return Normalization(mean, std)
+    carried = _carried_normalization(model)
+    if carried is not None:
+        return carried
+    warn_once(
+        "normalization",
+        model,
+        f"{type(model).__name__} does not carry its input normalisation, so its inputs are "
+        "taken to be [0, 1] pixels. If the model expects normalised inputs (e.g. ImageNet "
+        "mean/std), pass input_mean=... and input_std=... so that σ, ε and radii stay in "
+        "[0, 1] pixel units.",
+    )
+    return Normalization.identity()
+
+
+def _carried_normalization(model: object) -> Normalization | None:
+    """The mean/std a model records about itself (timm, Hugging Face), if any."""
     cfg = getattr(model, "pretrained_cfg", None)
     if isinstance(cfg, dict) and cfg.get("mean") is not None and cfg.get("std") is not None:
         return Normalization(tuple(map(float, cfg["mean"])), tuple(map(float, cfg["std"])))
-    return Normalization.identity()
+    config = getattr(model, "config", None)
+    mean = getattr(config, "image_mean", None)
+    std = getattr(config, "image_std", None)
+    if mean is not None and std is not None:
+        return Normalization(tuple(map(float, mean)), tuple(map(float, std)))
+    return None
 
 
 def tokens_to_pixels(

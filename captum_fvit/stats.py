@@ -9,7 +9,21 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["RunningMoments", "TopKVotes", "ClassCounts"]
+__all__ = ["RunningMoments", "TopKVotes", "ClassCounts", "all_reduce_sum"]
+
+
+def all_reduce_sum(tensors: list[torch.Tensor], process_group) -> None:
+    """Sum ``tensors`` in place over the ranks of ``process_group`` (no-op for ``None``).
+
+    Counts are int64 and sums float64, so the totals are exact (counts) or equal to one
+    process's up to the order of float64 additions (sums).
+    """
+    if process_group is None:
+        return
+    import torch.distributed as dist
+
+    for tensor in tensors:
+        dist.all_reduce(tensor, op=dist.ReduceOp.SUM, group=process_group)
 
 
 class RunningMoments:
@@ -55,6 +69,10 @@ class RunningMoments:
     def std(self) -> torch.Tensor:
         return self.variance.sqrt()
 
+    def all_reduce(self, process_group) -> None:
+        """Combine the moments of every rank of ``process_group`` (sample sharding)."""
+        all_reduce_sum([self.count, self.sum, self.sum_sq], process_group)
+
 
 class TopKVotes:
     """How often each token is among the ``k`` largest of a sample's map, per input."""
@@ -73,6 +91,10 @@ class TopKVotes:
         member = torch.zeros(maps.shape, dtype=torch.int64, device=maps.device)
         member.scatter_(1, top, 1)
         self.counts.index_add_(0, index, member)
+
+    def all_reduce(self, process_group) -> None:
+        """Sum the votes of every rank of ``process_group``."""
+        all_reduce_sum([self.counts], process_group)
 
 
 class ClassCounts:
@@ -93,6 +115,12 @@ class ClassCounts:
         predicted = torch.nn.functional.one_hot(logits.argmax(1), logits.shape[1])
         self.counts.index_add_(0, index, predicted)
         self.softmax_sum.index_add_(0, index, logits.softmax(1).double())
+
+    def all_reduce(self, process_group) -> None:
+        """Sum the counts and softmax sums of every rank of ``process_group``."""
+        if self.counts is None:
+            raise RuntimeError("no sample was folded in on this rank")
+        all_reduce_sum([self.counts, self.softmax_sum], process_group)
 
     def mean_softmax(self, n: torch.Tensor) -> torch.Tensor:
         return self.softmax_sum / n.view(-1, 1).clamp(min=1)

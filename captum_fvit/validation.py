@@ -1,12 +1,41 @@
-"""Input checks shared by every public entry point, with errors that name the fix."""
+"""Argument checks shared by every public entry point, with errors that name the fix.
+
+Every public function and constructor validates its arguments once, here, before any work:
+counts must be integers (``n_samples=2.5`` or ``True`` is an error, never a silent 2 or 1),
+seeds must be integers (a ``torch.Generator`` cannot be split per noise sample), σ must be a
+positive number in [0, 1] pixel units, probabilities must lie in their intervals, and images
+must be finite floating-point ``N×C×H×W`` batches. Warnings that a result may not mean what
+the user thinks (un-normalised 0–255 pixels, a model in training mode, a model whose input
+normalisation is unknown) are issued once per model.
+"""
 
 from __future__ import annotations
 
 import math
+import numbers
+import threading
+import warnings
+import weakref
+from collections.abc import Sequence
 
 import torch
 
-__all__ = ["check_image_batch", "check_positive"]
+__all__ = [
+    "check_image_batch",
+    "check_positive",
+    "check_count",
+    "check_seed",
+    "check_k",
+    "check_probability",
+    "check_choice",
+    "check_radius",
+    "check_pixel_range",
+    "warn_once",
+    "warn_if_training",
+]
+
+_WARNED: dict[str, weakref.WeakSet] = {}
+_WARNED_LOCK = threading.Lock()
 
 
 def check_image_batch(inputs: object, name: str = "inputs") -> torch.Tensor:
@@ -15,13 +44,19 @@ def check_image_batch(inputs: object, name: str = "inputs") -> torch.Tensor:
     Raises
     ------
     TypeError
-        If ``inputs`` is not a floating-point tensor.
+        If ``inputs`` is not a floating-point tensor (uint8 images get the conversion to use).
     ValueError
         If it is not 4-D, is empty, or holds NaN/inf values.
     """
     if not isinstance(inputs, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape N×C×H×W, got {type(inputs).__name__}")
     if not inputs.is_floating_point():
+        if inputs.dtype == torch.uint8:
+            raise TypeError(
+                f"{name} are uint8 images (0–255); the model takes normalised floats: convert "
+                "with `pixels = x.float() / 255` and then `Normalization(...).from_pixels(pixels)` "
+                "(or the model's own preprocessing)"
+            )
         raise TypeError(
             f"{name} must be a floating-point tensor (got {inputs.dtype}); convert images with "
             "`.float()` and normalise them the way the model expects"
@@ -33,19 +68,152 @@ def check_image_batch(inputs: object, name: str = "inputs") -> torch.Tensor:
         )
     if inputs.shape[0] == 0:
         raise ValueError(f"{name} is an empty batch (N = 0)")
-    if not torch.isfinite(inputs).all():
+    finite = torch.isfinite(inputs.reshape(inputs.shape[0], -1)).all(dim=1)
+    if not bool(finite.all()):
+        first = int((~finite).nonzero()[0, 0])
         raise ValueError(
-            f"{name} contains NaN or infinite values; clean or re-normalise the images first"
+            f"{name} contains NaN or infinite values (first in input {first}); clean or "
+            "re-normalise the images first"
         )
     return inputs
 
 
 def check_positive(value: float, name: str, unit: str = "") -> float:
-    """Check ``value`` is a finite number > 0 and return it as a float."""
-    try:
-        value = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a number, got {value!r}") from None
+    """Check ``value`` is a finite real number > 0 and return it as a float."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number{unit}, got {value!r}")
+    value = float(value)
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be a finite number > 0{unit}, got {value}")
     return value
+
+
+def check_radius(value: float, name: str = "radius") -> float:
+    """A finite ℓ2 radius ≥ 0 in [0, 1] pixel units."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number (ℓ2, [0, 1] pixel units), got {value!r}")
+    value = float(value)
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number ≥ 0 ([0, 1] pixel units), got {value}")
+    return value
+
+
+def check_count(value: object, name: str, minimum: int = 1) -> int:
+    """An integer count ≥ ``minimum``; floats, bools and strings are refused, not truncated.
+
+    Raises
+    ------
+    TypeError
+        For a non-integer (``2.5``, ``2.0``, ``True``, ``"8"``).
+    ValueError
+        For an integer below ``minimum``.
+    """
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.is_floating_point():
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(
+            f"{name} must be an integer ≥ {minimum}, got {value!r} ({type(value).__name__}); "
+            f"pass e.g. {name}={max(minimum, 1)}"
+        )
+    value = int(value)
+    if value < minimum:
+        raise ValueError(f"{name} must be an integer ≥ {minimum}, got {value}")
+    return value
+
+
+def check_seed(seed: object) -> int | None:
+    """``None`` or an integer seed in ``[0, 2**63)``.
+
+    A ``torch.Generator`` is refused: noise sample ``s`` is drawn from a generator seeded by
+    ``(seed, s)`` so that results do not depend on chunking or on the other inputs, which a
+    single shared generator cannot give.
+    """
+    if seed is None:
+        return None
+    if isinstance(seed, torch.Generator):
+        raise TypeError(
+            "seed must be an int, not a torch.Generator: captum-fvit seeds every noise sample "
+            "from (seed, sample index) so that results do not depend on batch_size; pass e.g. "
+            "seed=0 (or seed=generator.initial_seed())"
+        )
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
+        raise TypeError(f"seed must be an int (e.g. seed=0), got {seed!r} ({type(seed).__name__})")
+    seed = int(seed)
+    if not 0 <= seed < 2**63:
+        raise ValueError(f"seed must lie in [0, 2**63), got {seed}")
+    return seed
+
+
+def check_k(k: object, n_tokens: int | None = None, name: str = "k") -> int:
+    """Top-k size: an integer ≥ 1, and smaller than the number of patch tokens when known."""
+    k = check_count(k, name)
+    if n_tokens is not None and k >= n_tokens:
+        raise ValueError(
+            f"{name}={k} must be smaller than the number of patch tokens ({n_tokens}); choose a "
+            "smaller k"
+        )
+    return k
+
+
+def check_probability(
+    value: object, name: str, *, low_open: bool = True, high_open: bool = True
+) -> float:
+    """A number in ``(0, 1)`` (``low_open``/``high_open`` control the ends)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    value = float(value)
+    low_ok = value > 0 if low_open else value >= 0
+    high_ok = value < 1 if high_open else value <= 1
+    if not (math.isfinite(value) and low_ok and high_ok):
+        interval = ("(" if low_open else "[") + "0, 1" + (")" if high_open else "]")
+        raise ValueError(f"{name} must lie in {interval}, got {value}")
+    return value
+
+
+def check_choice(value: object, name: str, choices: Sequence[str]) -> str:
+    """One of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
+    return value
+
+
+def warn_once(key: str, owner: object, message: str, category=UserWarning) -> None:
+    """Warn ``message`` once per ``owner`` object (e.g. per model) and ``key``."""
+    with _WARNED_LOCK:
+        seen = _WARNED.setdefault(key, weakref.WeakSet())
+        try:
+            if owner in seen:
+                return
+            seen.add(owner)
+        except TypeError:  # not weak-referenceable: warn every time
+            pass
+    warnings.warn(message, category, stacklevel=3)
+
+
+def warn_if_training(model: object) -> None:
+    """Warn once if ``model`` is in training mode (dropout makes every map random)."""
+    if isinstance(model, torch.nn.Module) and model.training:
+        warn_once(
+            "training",
+            model,
+            f"{type(model).__name__} is in training mode: dropout changes the attention and the "
+            "logits from call to call. Call model.eval() before explaining it.",
+        )
+
+
+def check_pixel_range(pixels: torch.Tensor, model: object) -> None:
+    """Warn once per model when un-normalised pixels lie far outside [0, 1].
+
+    σ, ε and radii are in [0, 1] pixel units; images in [0, 255] (or normalised twice) make
+    them meaningless. "Far" is below −4 or above 5: noise-free images never get there.
+    """
+    low, high = float(pixels.amin()), float(pixels.amax())
+    if low < -4.0 or high > 5.0:
+        warn_once(
+            "pixel_range",
+            model,
+            f"after undoing the model's normalisation the inputs range over [{low:.3g}, "
+            f"{high:.3g}], far outside [0, 1] pixel units, so σ, ε and radii lose their meaning. "
+            "Divide 0–255 images by 255 before normalising, or pass the model's input_mean/"
+            "input_std.",
+        )

@@ -23,7 +23,10 @@ def test_attribute_shape_and_token_map(method, fixture, images, request):
     attribution = explainer.attribute(images, target=1)
     assert attribution.shape == images.shape and attribution.dtype == images.dtype
     tokens = explainer.token_map(images, target=1)
-    assert tokens.shape == (3, 16) and explainer.grid == (4, 4)
+    assert tokens.shape == (3, 16) and explainer.token_grid(images.shape[-2:]) == (4, 4)
+    result = explainer.explain(images, target=1)
+    assert result.layout.grid == (4, 4)
+    torch.testing.assert_close(result.maps, tokens)
     # Nearest upsampling repeats each token over its 8×8 patch and all channels.
     expected = tokens.reshape(3, 1, 4, 4).repeat_interleave(8, 2).repeat_interleave(8, 3)
     torch.testing.assert_close(attribution, expected.expand(3, 3, 32, 32))
@@ -42,7 +45,8 @@ def test_additional_forward_args_reach_the_model(hf_vit):
     x = torch.randn(2, 3, 48, 40)
     explainer = AttentionMap(hf_vit, "grad_rollout")
     out = explainer.attribute(x, target=0, additional_forward_args=(None, True))
-    assert out.shape == x.shape and explainer.grid == (6, 5)
+    result = explainer.explain(x, target=0, additional_forward_args=(None, True))
+    assert out.shape == x.shape and result.layout.grid == (6, 5)
 
 
 def test_captum_metrics_and_noise_tunnel(timm_vit, images):
@@ -116,7 +120,7 @@ def test_bad_inputs_get_clear_errors(timm_vit, images):
     bad[0, 0, 0, 0] = float("nan")
     with pytest.raises(ValueError, match="NaN"):
         explainer.attribute(bad)
-    with pytest.raises(TypeError, match="floating-point"):
+    with pytest.raises(TypeError, match=r"uint8.*x.float\(\) / 255"):
         explainer.attribute(images.to(torch.uint8))
     with pytest.raises(ValueError, match="unknown explanation method 'gradcam'"):
         AttentionMap(timm_vit, "gradcam")
@@ -135,6 +139,8 @@ def test_pooled_model_without_class_token_is_refused():
 def test_token_grid_without_running(vit_non_square):
     explainer = AttentionMap(vit_non_square)
     assert explainer.token_grid((24, 40)) == (3, 5)
-    assert explainer.grid is None
+    assert explainer.explain(torch.randn(1, 3, 24, 40)).layout.grid == (3, 5)
+    # Stateless: nothing of a call is kept on the attribution object.
+    before = dict(vars(explainer))
     explainer.attribute(torch.randn(1, 3, 24, 40))
-    assert explainer.grid == (3, 5)
+    assert vars(explainer) == before

@@ -99,7 +99,8 @@ def test_vote_smoothing_and_attribute_shapes(timm_vit, images):
     assert tokens.shape == (3, 16)
     torch.testing.assert_close(tokens.sum(1), torch.full((3,), 5.0))  # Σ P(in top-k) = k
     attribution = dds.attribute(images, seed=0)
-    assert attribution.shape == images.shape and dds.grid == (4, 4)
+    assert attribution.shape == images.shape and dds.token_grid(images.shape[-2:]) == (4, 4)
+    assert dds.details(images, seed=0).layout.grid == (4, 4)
     as_tuple = dds.attribute((images,), seed=0)
     assert isinstance(as_tuple, tuple) and torch.equal(as_tuple[0], attribution)
 
@@ -152,7 +153,8 @@ def test_dds_around_captum_attributions(timm_vit, images):
     smoothed = dds.attribute(images, target=2, seed=0)
     plain = Saliency(timm_vit).attribute(images, target=2)
     torch.testing.assert_close(smoothed, plain, atol=1e-4, rtol=1e-3)
-    assert dds.last_std.shape == images.shape
+    details = dds.details(images, target=2, seed=0)
+    assert details.std.shape == images.shape and torch.equal(details.mean, smoothed)
 
     noisy = DDS(Saliency(timm_vit), sigma=0.2, n_samples=5, batch_size=2)
     a = noisy.attribute(images, seed=1)  # target = smoothed prediction
@@ -197,7 +199,7 @@ def test_bad_input_gets_clear_errors_and_leaves_the_model_unchanged(timm_vit, im
     bad[1, 2, 3, 4] = float("nan")
     with pytest.raises(ValueError, match="NaN"):
         DDSAttention(timm_vit, n_samples=2).attribute(bad, seed=0)
-    with pytest.raises(ValueError, match="k must be between 1"):
+    with pytest.raises(ValueError, match="k=16 must be smaller than the number of patch tokens"):
         DDSAttention(timm_vit, n_samples=2, k=16).details(images, seed=0)
 
     class Exploding:

@@ -46,7 +46,7 @@ def _reference_vote_radii(votes, n, alpha, k, sigma):
 def test_certificate_equals_independent_recomputation(stable_vit, images):
     k, beta, alpha, n, n0, sigma = 3, 2 / 3, 0.01, 300, 20, 0.1
     region = FaithfulRegion(
-        stable_vit, None, "rollout", k=k, beta=beta, alpha=alpha, n0=n0, n=n, sigma=sigma
+        stable_vit, None, "rollout", k=k, beta=beta, alpha=alpha, n_select=n0, n=n, sigma=sigma
     )
     certificates = region.certify(images, seed=5)
     dds = DDSAttention(stable_vit, None, "rollout", sigma=sigma, k=k)
@@ -78,7 +78,7 @@ def test_certificate_equals_independent_recomputation(stable_vit, images):
 
 
 def test_mean_smoothing_uses_empirical_bernstein(stable_vit, images):
-    region = FaithfulRegion(stable_vit, None, "raw", k=2, n=200, n0=10, sigma=0.1, smoothing="mean")
+    region = FaithfulRegion(stable_vit, None, "raw", k=2, n=200, n_select=10, sigma=0.1, smoothing="mean")
     c = region.certify(images[:1], seed=0)[0]
     dds = DDSAttention(stable_vit, None, "raw", sigma=0.1)
     details = dds.details(images[:1], seed=0, n_samples=200)
@@ -154,7 +154,7 @@ def test_soundness_under_random_and_pgd_perturbations(stable_vit):
     k, beta, sigma, n_check = 3, 2 / 3, 0.12, 1000
     generator = torch.Generator().manual_seed(0)
     images = torch.randn(4, 3, 32, 32, generator=generator) * 0.5
-    region = FaithfulRegion(stable_vit, None, "rollout", k=k, beta=beta, alpha=0.001, n=800, n0=16, sigma=sigma)
+    region = FaithfulRegion(stable_vit, None, "rollout", k=k, beta=beta, alpha=0.001, n=800, n_select=16, sigma=sigma)
     certificates = region.certify(images, seed=1)
     radii = torch.tensor([c.radius_beta for c in certificates])
     assert (radii > 0).sum() >= 3, f"test model should be certifiable, got {radii}"
@@ -187,7 +187,7 @@ def test_soundness_under_random_and_pgd_perturbations(stable_vit):
 
 def test_attribute_region_and_estimates(stable_vit, images):
     before = model_state(stable_vit)
-    region = FaithfulRegion(stable_vit, None, "rollout", k=3, n=200, n0=10, sigma=0.1)
+    region = FaithfulRegion(stable_vit, None, "rollout", k=3, n=200, n_select=10, sigma=0.1)
     attribution = region.attribute(images, seed=0)
     assert attribution.shape == images.shape and (attribution >= 0).all()
     certificates = region.certify(images, seed=0)
@@ -197,20 +197,20 @@ def test_attribute_region_and_estimates(stable_vit, images):
     pixel_mask = region.region(images, radius=0.01, seed=0, pixels=True)
     assert pixel_mask.shape == (3, 1, 32, 32) and pixel_mask.dtype == torch.bool
     assert torch.equal(pixel_mask[:, 0, ::8, ::8].reshape(3, -1), mask)
-    estimate = FaithfulRegion(stable_vit, None, "rollout", k=3, n=200, n0=10, sigma=0.1, alpha=None)
+    estimate = FaithfulRegion(stable_vit, None, "rollout", k=3, n=200, n_select=10, sigma=0.1, alpha=None)
     c = estimate.certify(images, seed=0)[0]
     assert not c.certified and c.confidence is None and "NOT certified" in c.summary()
     assert c.radius_beta >= certificates[0].radius_beta  # estimates are never smaller
     assert "certified with confidence" in certificates[0].summary()
-    dds = DDSAttention(stable_vit, None, "grad_rollout", sigma=0.1)
-    from_dds = FaithfulRegion(dds, k=2, n=50, n0=10)
+    dds = DDSAttention(stable_vit, None, "grad_rollout", sigma=0.1, n_select=10)
+    from_dds = FaithfulRegion(dds, k=2, n=50)
     assert len(from_dds.certify(images, seed=0)) == 3
     assert model_state(stable_vit) == before
 
 
 def test_bad_input_gets_clear_errors(stable_vit, images):
     with pytest.raises(ValueError, match="smaller than the number of patch tokens"):
-        FaithfulRegion(stable_vit, k=16, n=10, n0=5).certify(images, seed=0)
+        FaithfulRegion(stable_vit, k=16, n=10, n_select=5).certify(images, seed=0)
     with pytest.raises(ValueError, match="beta"):
         FaithfulRegion(stable_vit, beta=0.0)
     with pytest.raises(ValueError, match="beta"):
@@ -219,8 +219,8 @@ def test_bad_input_gets_clear_errors(stable_vit, images):
         FaithfulRegion(stable_vit, alpha=1.0)
     with pytest.raises(ValueError, match="alpha"):
         FaithfulRegion(stable_vit, alpha=0.0)
-    with pytest.raises(ValueError, match="n0"):
-        FaithfulRegion(stable_vit, n0=0)
+    with pytest.raises(ValueError, match="n_select"):
+        FaithfulRegion(stable_vit, n_select=0)
     with pytest.raises(ValueError, match="n must"):
         FaithfulRegion(stable_vit, n=0)
     with pytest.raises(ValueError, match="[Gg]aussian"):
@@ -228,4 +228,4 @@ def test_bad_input_gets_clear_errors(stable_vit, images):
     with pytest.raises(ValueError, match="k must"):
         FaithfulRegion(stable_vit, k=0)
     with pytest.raises(ValueError, match="radius"):
-        FaithfulRegion(stable_vit, k=2, n=5, n0=5).certify(images, seed=0, radius=-1.0)
+        FaithfulRegion(stable_vit, k=2, n=5, n_select=5).certify(images, seed=0, radius=-1.0)

@@ -9,37 +9,16 @@ import torch
 from captum.log import log_usage
 from torch import nn
 
-from ..attention import AttentionAdapter, infer_grid
+from ..concurrency import model_lock
+from ..errors import FiniteGuard
 from ..explain import TokenMapExplainer, TokenMapMethod
-from ..explain.targets import TargetType
+from ..explain.explainer import TokenMaps
+from ..model_io import InputType, TargetType, forward_args_tuple, unpack_inputs
 from ..space import UPSAMPLE_MODES, tokens_to_pixels
-from ..validation import check_image_batch
-from .base import ViTAttribution
+from ..validation import check_choice
+from .base import ViTAttribution, prepare_inputs, token_grid
 
-__all__ = ["AttentionMap"]
-
-InputType = torch.Tensor | tuple[torch.Tensor, ...]
-
-
-def unpack_inputs(inputs: InputType) -> tuple[torch.Tensor, bool]:
-    """The image batch of Captum-style ``inputs`` and whether they came as a tuple."""
-    if isinstance(inputs, tuple):
-        if len(inputs) != 1:
-            raise ValueError(
-                f"a ViT takes one image tensor, got a tuple of {len(inputs)} inputs; pass other "
-                "model arguments through `additional_forward_args`"
-            )
-        return check_image_batch(inputs[0]), True
-    return check_image_batch(inputs), False
-
-
-def forward_args_tuple(additional_forward_args: Any) -> tuple:
-    """Captum's ``additional_forward_args`` as a tuple of positional arguments."""
-    if additional_forward_args is None:
-        return ()
-    if isinstance(additional_forward_args, tuple):
-        return additional_forward_args
-    return (additional_forward_args,)
+__all__ = ["AttentionMap", "InputType", "forward_args_tuple", "unpack_inputs"]
 
 
 class AttentionMap(ViTAttribution):
@@ -71,7 +50,13 @@ class AttentionMap(ViTAttribution):
     -----
     Class-specific methods (``"grad_rollout"``, ``"attn_gradcam"``) explain ``target``; when
     it is ``None`` they explain each input's predicted class (argmax of the logits of the
-    same forward pass). ``"raw"`` and ``"rollout"`` ignore ``target``.
+    same forward pass). ``"raw"`` and ``"rollout"`` do not depend on ``target`` (it is still
+    validated).
+
+    The object holds configuration only; every result carries its own token layout
+    (:meth:`explain`). Several threads may share it and the model: calls on one model run
+    one at a time (:mod:`captum_fvit.concurrency`). NaN or infinite logits or token maps raise
+    :class:`~captum_fvit.errors.NonFiniteError` naming the stage and the input.
 
     Examples
     --------
@@ -82,7 +67,7 @@ class AttentionMap(ViTAttribution):
     >>> x = torch.randn(2, 3, 32, 32)
     >>> explainer.attribute(x, target=3).shape
     torch.Size([2, 3, 32, 32])
-    >>> explainer.token_map(x, target=3).shape, explainer.grid
+    >>> explainer.token_map(x, target=3).shape, explainer.token_grid(x.shape[-2:])
     (torch.Size([2, 16]), (4, 4))
     """
 
@@ -92,41 +77,26 @@ class AttentionMap(ViTAttribution):
         method: str | TokenMapMethod = "rollout",
         *,
         upsample: str = "bilinear",
-        adapter: AttentionAdapter | None = None,
+        adapter: Any = None,
         **method_options: Any,
     ) -> None:
         super().__init__(model)
-        if upsample not in UPSAMPLE_MODES:
-            raise ValueError(f"upsample must be one of {UPSAMPLE_MODES}, got {upsample!r}")
+        self.upsample = check_choice(upsample, "upsample", UPSAMPLE_MODES)
         self.model = model
         self.explainer = TokenMapExplainer(model, method, adapter=adapter, **method_options)
         self.method = self.explainer.method
-        self.upsample = upsample
-        self._grid: tuple[int, int] | None = None
-
-    @property
-    def grid(self) -> tuple[int, int] | None:
-        """Patch grid ``(h, w)`` of the last call (``None`` before the first)."""
-        return self._grid
 
     def token_grid(self, image_size: Sequence[int]) -> tuple[int, int]:
         """Patch grid ``(h, w)`` the model uses for an ``(H, W)`` image, without running it."""
-        adapter = self.explainer.adapter
-        patch = adapter.patch_size(self.model)
-        height, width = int(image_size[-2]), int(image_size[-1])
-        prefix = adapter.num_prefix_tokens(self.model) or 0
-        grid, _ = infer_grid(
-            prefix + (height // patch[0]) * (width // patch[1]), (height, width), patch, prefix
-        )
-        return grid
+        return token_grid(self.explainer, image_size)
 
-    def token_map(
+    def explain(
         self,
         inputs: InputType,
         target: TargetType = None,
         additional_forward_args: Any = None,
-    ) -> torch.Tensor:
-        """The ``N×P`` relevance of the patch tokens (row-major ``h×w`` grid, see :attr:`grid`).
+    ) -> TokenMaps:
+        """Token maps with their layout, logits and explained classes.
 
         Parameters
         ----------
@@ -136,11 +106,37 @@ class AttentionMap(ViTAttribution):
             Class to explain per input (class-specific methods); ``None`` = predicted class.
         additional_forward_args : Any, optional
             Extra positional arguments for the model.
+
+        Returns
+        -------
+        TokenMaps
+            ``maps`` (``N×P``, row-major over ``layout.grid``), ``logits``, ``target`` and the
+            token ``layout`` of this input size.
+
+        Raises
+        ------
+        NonFiniteError
+            When the logits or the token maps are NaN or infinite.
         """
-        images, _ = unpack_inputs(inputs)
-        result = self.explainer(images, target, forward_args_tuple(additional_forward_args))
-        self._grid = result.layout.grid
-        return result.maps
+        prepared = prepare_inputs(inputs, self.model)
+        images = prepared.images
+        with model_lock(self.model):
+            result = self.explainer(images, target, forward_args_tuple(additional_forward_args))
+        guard = FiniteGuard(torch.arange(images.shape[0], device=images.device))
+        guard.watch("model", result.logits)
+        guard.watch("method", result.maps)
+        guard.check()
+        return result
+
+    def token_map(
+        self,
+        inputs: InputType,
+        target: TargetType = None,
+        additional_forward_args: Any = None,
+    ) -> torch.Tensor:
+        """The ``N×P`` relevance of the patch tokens, row-major over
+        :meth:`token_grid` ``(inputs.shape[-2:])`` (see :meth:`explain` for the layout)."""
+        return self.explain(inputs, target, additional_forward_args).maps
 
     @log_usage()
     def attribute(
@@ -167,8 +163,7 @@ class AttentionMap(ViTAttribution):
             tuple when ``inputs`` was a tuple (Captum's convention).
         """
         images, as_tuple = unpack_inputs(inputs)
-        result = self.explainer(images, target, forward_args_tuple(additional_forward_args))
-        self._grid = result.layout.grid
+        result = self.explain(images, target, additional_forward_args)
         pixels = tokens_to_pixels(
             result.maps, result.layout, images.shape[-2:], images.shape[1], self.upsample
         ).to(images.dtype)

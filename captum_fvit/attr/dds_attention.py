@@ -23,19 +23,31 @@ import torch
 from captum.log import log_usage
 from torch import nn
 
+from ..attention.layout import TokenLayout
+from ..concurrency import model_lock
 from ..explain import TokenMapExplainer, TokenMapMethod
-from ..explain.targets import TargetType, logits_of, resolve_target
+from ..model_io import (
+    InputType,
+    TargetType,
+    forward_args_tuple,
+    index_batch_args,
+    logits_of,
+    resolve_target,
+    unpack_inputs,
+)
 from ..noise import random_seed
-from ..smoothing import SELECTION_STREAM, Chunk, SmoothingEngine
-from ..space import UPSAMPLE_MODES
+from ..smoothing import SELECTION_STREAM, Chunk, SmoothingEngine, sample_range
+from ..space import UPSAMPLE_MODES, tokens_to_pixels
 from ..stats import ClassCounts, RunningMoments, TopKVotes
-from .attention_map import InputType, forward_args_tuple, unpack_inputs
-from .base import ViTAttribution
+from ..validation import check_choice, check_count, check_k, check_seed
+from .base import ViTAttribution, prepare_inputs, token_grid
+from .selection import select_classes
 
-__all__ = ["DDSAttention", "DDSResult", "SMOOTHINGS"]
+__all__ = ["DDSAttention", "DDSResult", "SMOOTHINGS", "normalize_maps"]
 
 #: How token maps are smoothed.
 SMOOTHINGS = ("mean", "vote")
+
 
 def normalize_maps(maps: torch.Tensor) -> torch.Tensor:
     """``h = a⁺ / Σ a⁺`` per row (all-zero rows stay zero): a [0, 1]-valued map summing to 1."""
@@ -65,17 +77,19 @@ class DDSResult:
     mean_softmax : Tensor
         ``N×K`` average softmax of the denoised samples.
     predicted : Tensor
-        ``N`` class of the smoothed classifier (most frequent prediction).
+        ``N`` class of the smoothed classifier (most frequent prediction among these samples).
     target : Tensor or None
         ``N`` explained class (class-specific methods), else ``None``.
     n_samples : int
-        Noise samples per input.
+        Noise samples per input (``len(samples)``).
+    samples : range
+        The noise-sample indices these statistics cover.
     sigma : float
         Noise std in [0, 1] pixel units.
     t_star : int or None
         Diffusion timestep the denoiser started from (``None`` for non-diffusion denoisers).
-    grid : tuple of int
-        Patch grid ``(h, w)``.
+    layout : TokenLayout
+        Prefix tokens, patch grid and patch size of the token maps.
     seed : int
         Seed of the noise.
     """
@@ -90,15 +104,57 @@ class DDSResult:
     predicted: torch.Tensor
     target: torch.Tensor | None
     n_samples: int
+    samples: range
     sigma: float
     t_star: int | None
-    grid: tuple[int, int]
+    layout: TokenLayout
     seed: int
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """Patch grid ``(h, w)`` of the maps."""
+        return self.layout.grid
 
     @property
     def vote_frequency(self) -> torch.Tensor | None:
         """``votes / n_samples``: estimated ``P(token in top-k)``."""
         return None if self.votes is None else self.votes.double() / self.n_samples
+
+    def to_pixels(
+        self, maps: torch.Tensor, image_size: Sequence[int], channels: int = 1, mode: str = "bilinear"
+    ) -> torch.Tensor:
+        """Spread ``N×P`` token values on this layout over ``N×channels×H×W`` pixels."""
+        return tokens_to_pixels(maps, self.layout, image_size, channels, mode)
+
+
+class _Statistics:
+    """Streaming statistics of one DDS call (per call, never stored on the attribution)."""
+
+    def __init__(self, n_inputs: int, k: int | None, device) -> None:
+        self.n_inputs = n_inputs
+        self.k = k
+        self.device = device
+        self.moments: RunningMoments | None = None
+        self.votes: TopKVotes | None = None
+        self.classes = ClassCounts(n_inputs, device)
+        self.layout: TokenLayout | None = None
+
+    def fold(self, chunk: Chunk, result: tuple[torch.Tensor, torch.Tensor]) -> None:
+        maps, logits = result
+        if self.moments is None:
+            self.moments = RunningMoments(self.n_inputs, (maps.shape[1],), self.device)
+            if self.k is not None:
+                self.votes = TopKVotes(self.n_inputs, maps.shape[1], self.k, self.device)
+        self.moments.update(chunk.input_index, normalize_maps(maps))
+        if self.votes is not None:
+            self.votes.update(chunk.input_index, maps)
+        self.classes.update(chunk.input_index, logits)
+
+    def all_reduce(self, process_group) -> None:
+        self.moments.all_reduce(process_group)
+        if self.votes is not None:
+            self.votes.all_reduce(process_group)
+        self.classes.all_reduce(process_group)
 
 
 class DDSAttention(ViTAttribution):
@@ -128,18 +184,25 @@ class DDSAttention(ViTAttribution):
     k : int, optional
         Top-k size for vote smoothing (required when ``smoothing="vote"``).
     input_mean, input_std : sequence of float, optional
-        The model's input normalisation; default timm's ``pretrained_cfg``, else [0, 1].
+        The model's input normalisation; default the one the model carries (timm's
+        ``pretrained_cfg``), else [0, 1] with a warning.
     noise : {"gaussian", "laplace", "uniform"}, default "gaussian"
         Noise distribution (std σ); non-Gaussian noise is for empirical comparison only.
-    n_select : int, default 32
-        Samples (an independent noise stream) that pick the explained class of
-        class-specific methods when ``target`` is ``None``.
+    n_select : int, default 64
+        Selection samples (an independent noise stream) whose majority class is explained
+        by class-specific methods when ``target`` is ``None`` — the same routine and the
+        same count name as :class:`FaithfulRegion` and :class:`DDS`, so that with the same
+        seed they explain and certify the same class.
     clamp : bool, default False
         Clamp denoised images to [0, 1].
     autocast : bool or torch.dtype, default True
         bf16 autocast on CUDA (``True``), a forced autocast dtype on any device, or off.
     upsample : {"bilinear", "nearest", "bicubic"}, default "bilinear"
         How :meth:`attribute` spreads token values over pixels.
+    progress : bool, default False
+        Show a progress bar over the denoised images of each call.
+    adapter : AttentionAdapter, optional
+        Force an attention adapter instead of looking one up.
     **method_options
         Options of the explanation method (``head_fusion``, ``start_layer``, ``layer``).
 
@@ -153,6 +216,15 @@ class DDSAttention(ViTAttribution):
     bit for bit on the same device, and noise sample ``s`` does not depend on
     ``batch_size`` or on the other inputs of the batch. Without a seed one is drawn from
     torch's global generator.
+
+    Errors: NaN or infinite values from the denoiser, the model or the method stop the call
+    with :class:`~captum_fvit.errors.NonFiniteError` naming the stage and the input.
+
+    Threads: the object holds configuration only; calls on one model from several threads
+    run one after the other (:mod:`captum_fvit.concurrency`) and give the sequential results.
+
+    Scaling out: ``process_group=`` splits each input's samples over the ranks of a
+    ``torch.distributed`` group and all-reduces the statistics; every rank gets the result.
     """
 
     def __init__(
@@ -169,26 +241,25 @@ class DDSAttention(ViTAttribution):
         input_mean: Sequence[float] | None = None,
         input_std: Sequence[float] | None = None,
         noise: str = "gaussian",
-        n_select: int = 32,
+        n_select: int = 64,
         clamp: bool = False,
         autocast: bool | torch.dtype = True,
         upsample: str = "bilinear",
-        adapter=None,
+        progress: bool = False,
+        adapter: Any = None,
         **method_options: Any,
     ) -> None:
         super().__init__(model)
-        if smoothing not in SMOOTHINGS:
-            raise ValueError(f"smoothing must be one of {SMOOTHINGS}, got {smoothing!r}")
+        self.smoothing = check_choice(smoothing, "smoothing", SMOOTHINGS)
         if smoothing == "vote" and k is None:
             raise ValueError("vote smoothing counts top-k membership: pass k (e.g. k=10)")
-        if k is not None and int(k) < 1:
-            raise ValueError(f"k must be at least 1, got {k}")
-        if int(n_samples) < 1:
-            raise ValueError(f"n_samples must be at least 1, got {n_samples}")
-        if int(n_select) < 1:
-            raise ValueError(f"n_select must be at least 1, got {n_select}")
-        if upsample not in UPSAMPLE_MODES:
-            raise ValueError(f"upsample must be one of {UPSAMPLE_MODES}, got {upsample!r}")
+        self.k = None if k is None else check_k(k)
+        self.n_samples = check_count(n_samples, "n_samples")
+        self.n_select = check_count(n_select, "n_select")
+        self.upsample = check_choice(upsample, "upsample", UPSAMPLE_MODES)
+        if not isinstance(progress, bool):
+            raise TypeError(f"progress must be True or False, got {progress!r}")
+        self.progress = progress
         self.model = model
         self.explainer = TokenMapExplainer(model, method, adapter=adapter, **method_options)
         self.method = self.explainer.method
@@ -206,17 +277,6 @@ class DDSAttention(ViTAttribution):
         self.denoiser = self.engine.denoiser
         self.normalization = self.engine.normalization
         self.sigma = self.engine.sigma
-        self.n_samples = int(n_samples)
-        self.n_select = int(n_select)
-        self.smoothing = smoothing
-        self.k = None if k is None else int(k)
-        self.upsample = upsample
-        self._grid: tuple[int, int] | None = None
-
-    @property
-    def grid(self) -> tuple[int, int] | None:
-        """Patch grid ``(h, w)`` of the last call."""
-        return self._grid
 
     @property
     def t_star(self) -> int | None:
@@ -224,18 +284,59 @@ class DDSAttention(ViTAttribution):
         timestep = getattr(self.denoiser, "timestep", None)
         return int(timestep(self.sigma)) if callable(timestep) else None
 
+    def token_grid(self, image_size: Sequence[int]) -> tuple[int, int]:
+        """Patch grid ``(h, w)`` of the token maps for an ``(H, W)`` image (no model run)."""
+        return token_grid(self.explainer, image_size)
+
     # -- the smoothed classifier ------------------------------------------------------------
+    def select(
+        self,
+        inputs: InputType,
+        seed: int,
+        additional_forward_args: Any = None,
+        *,
+        process_group=None,
+    ) -> torch.Tensor:
+        """``N`` majority classes over ``n_select`` selection samples (what class-specific
+        methods explain when ``target`` is ``None``)."""
+        prepared = prepare_inputs(inputs, self.model, self.normalization)
+        seed = check_seed(seed)
+        with model_lock(self.model):
+            return select_classes(
+                self.engine,
+                self.model,
+                prepared.images,
+                self.n_select,
+                seed,
+                forward_args_tuple(additional_forward_args),
+                process_group=process_group,
+            ).classes
+
     def smoothed_prediction(
         self,
         inputs: torch.Tensor,
-        n_samples: int,
+        n_samples: int | range,
         seed: int,
         *,
         stream: int = SELECTION_STREAM,
         forward_args: tuple = (),
+        process_group=None,
     ) -> torch.Tensor:
-        """``N×K`` class counts of the model on ``n_samples`` denoised samples per input."""
-        return self.engine.class_counts(self.model, inputs, n_samples, seed, stream, forward_args)
+        """``N×K`` class counts of the model on ``n_samples`` denoised samples per input
+        (``stream`` 1, the default: the selection samples; 0: the estimation samples)."""
+        prepared = prepare_inputs(inputs, self.model, self.normalization)
+        seed = check_seed(seed)
+        with model_lock(self.model):
+            return self.engine.class_counts(
+                self.model,
+                prepared.images,
+                n_samples,
+                seed,
+                stream,
+                forward_args,
+                process_group=process_group,
+                progress=self.progress,
+            )
 
     # -- the smoothed explanation -----------------------------------------------------------
     def details(
@@ -246,6 +347,10 @@ class DDSAttention(ViTAttribution):
         k: int | None = None,
         additional_forward_args: Any = None,
         n_samples: int | None = None,
+        *,
+        samples: range | None = None,
+        process_group=None,
+        progress: bool | None = None,
     ) -> DDSResult:
         """Run DDS and return every statistic (:class:`DDSResult`).
 
@@ -260,74 +365,114 @@ class DDSAttention(ViTAttribution):
         k : int, optional
             Count top-``k`` votes (defaults to the constructor's ``k``).
         additional_forward_args : Any, optional
-            Extra positional arguments for the model.
+            Extra positional arguments for the model (per-input tensors are indexed per
+            sample, as Captum does).
         n_samples : int, optional
-            Override the constructor's ``n_samples`` for this call.
+            Run samples ``0 .. n_samples-1`` instead of the constructor's ``n_samples``.
+        samples : range, optional
+            Run exactly these noise-sample indices (e.g. ``range(1000, 2000)`` to extend an
+            earlier run of ``range(1000)``); not together with ``n_samples``.
+        process_group : torch.distributed.ProcessGroup, optional
+            Split the samples over the group's ranks; statistics are all-reduced.
+        progress : bool, optional
+            Override the constructor's ``progress`` for this call.
         """
-        images, _ = unpack_inputs(inputs)
+        prepared = prepare_inputs(inputs, self.model, self.normalization)
+        images = prepared.images
         forward_args = forward_args_tuple(additional_forward_args)
-        seed = random_seed() if seed is None else int(seed)
-        n = self.n_samples if n_samples is None else int(n_samples)
-        if n < 1:
-            raise ValueError(f"n_samples must be at least 1, got {n}")
-        k = self.k if k is None else int(k)
-        n_inputs = images.shape[0]
+        seed = random_seed() if seed is None else check_seed(seed)
+        if n_samples is not None and samples is not None:
+            raise ValueError("pass n_samples or samples (a range of sample indices), not both")
+        if samples is not None:
+            if not isinstance(samples, range):
+                raise TypeError(f"samples must be a range of sample indices, got {samples!r}")
+            samples = sample_range(samples)
+        else:
+            samples = range(self.n_samples if n_samples is None else check_count(n_samples, "n_samples"))
+        k = self.k if k is None else check_k(k)
+        if k is not None:
+            check_k(k, self.token_count(images.shape[-2:]))
+        progress = self.progress if progress is None else progress
         self.engine.check_inputs(images)
-
-        explained = None
-        if target is not None:
-            with torch.no_grad():
-                logits = logits_of(self.model(images[:1], *forward_args))
-            explained = resolve_target(target, logits.expand(n_inputs, -1))
-        elif self.method.class_specific:
-            counts = self.smoothed_prediction(
-                images, self.n_select, seed, forward_args=forward_args
+        with model_lock(self.model):
+            explained = self._explained_classes(
+                images, target, seed, forward_args, process_group, progress
             )
-            explained = counts.argmax(dim=1)
-
-        state: dict[str, Any] = {}
-        classes = ClassCounts(n_inputs, images.device)
-
-        def fold(chunk: Chunk, result) -> None:
-            maps, logits = result
-            if "moments" not in state:
-                state["moments"] = RunningMoments(n_inputs, (maps.shape[1],), images.device)
-                if k is not None:
-                    state["votes"] = TopKVotes(n_inputs, maps.shape[1], k, images.device)
-            state["moments"].update(chunk.input_index, normalize_maps(maps))
-            if k is not None:
-                state["votes"].update(chunk.input_index, maps)
-            classes.update(chunk.input_index, logits)
-
-        with self.explainer.recording() as run:
-
-            def compute(chunk: Chunk):
-                chunk_target = None if explained is None else explained[chunk.input_index]
-                result = run(chunk.inputs, chunk_target, forward_args)
-                state["layout"] = result.layout
-                return result.maps, result.logits
-
-            self.engine.run(images, n, seed, compute, fold)
-
-        layout = state["layout"]
-        self._grid = layout.grid
-        moments = state["moments"]
+            stats = self._run(
+                images, samples, seed, explained, forward_args, k, process_group, progress
+            )
+        moments = stats.moments
         return DDSResult(
             mean=moments.mean.to(images.dtype),
             std=moments.std.to(images.dtype),
             variance=moments.variance,
-            votes=state["votes"].counts if k is not None else None,
+            votes=stats.votes.counts if stats.votes is not None else None,
             k=k,
-            class_counts=classes.counts,
-            mean_softmax=classes.mean_softmax(moments.count).to(images.dtype),
-            predicted=classes.counts.argmax(dim=1),
+            class_counts=stats.classes.counts,
+            mean_softmax=stats.classes.mean_softmax(moments.count).to(images.dtype),
+            predicted=stats.classes.counts.argmax(dim=1),
             target=explained,
-            n_samples=n,
+            n_samples=len(samples),
+            samples=samples,
             sigma=self.sigma,
             t_star=self.t_star,
-            grid=layout.grid,
+            layout=stats.layout,
             seed=seed,
         )
+
+    def token_count(self, image_size: Sequence[int]) -> int:
+        """Number of patch tokens of the maps for an ``(H, W)`` image."""
+        h, w = self.token_grid(image_size)
+        return h * w
+
+    def _explained_classes(
+        self, images, target, seed, forward_args, process_group, progress
+    ) -> torch.Tensor | None:
+        if target is not None:
+            with torch.no_grad():
+                first = index_batch_args(
+                    forward_args, images.shape[0], torch.zeros(1, dtype=torch.long)
+                )
+                logits = logits_of(self.model(images[:1], *first))
+            return resolve_target(target, logits.expand(images.shape[0], -1))
+        if not self.method.class_specific:
+            return None
+        return select_classes(
+            self.engine,
+            self.model,
+            images,
+            self.n_select,
+            seed,
+            forward_args,
+            process_group=process_group,
+            progress=progress,
+        ).classes
+
+    def _run(self, images, samples, seed, explained, forward_args, k, process_group, progress):
+        n_inputs = images.shape[0]
+        stats = _Statistics(n_inputs, k, images.device)
+        with self.explainer.recording() as run:
+
+            def compute(chunk: Chunk):
+                chunk_target = None if explained is None else explained[chunk.input_index]
+                args = index_batch_args(forward_args, n_inputs, chunk.input_index)
+                result = run(chunk.inputs, chunk_target, args)
+                chunk.watch("model", result.logits)
+                chunk.watch("method", result.maps)
+                stats.layout = result.layout
+                return result.maps, result.logits
+
+            self.engine.run(
+                images,
+                samples,
+                seed,
+                compute,
+                stats.fold,
+                process_group=process_group,
+                progress=progress,
+            )
+        stats.all_reduce(process_group)
+        return stats
 
     def token_map(
         self,
@@ -336,8 +481,12 @@ class DDSAttention(ViTAttribution):
         seed: int | None = None,
         additional_forward_args: Any = None,
     ) -> torch.Tensor:
-        """The ``N×P`` smoothed token map (``smoothing``: mean map or vote frequency)."""
+        """The ``N×P`` smoothed token map (``smoothing``: mean map or vote frequency), row-major
+        over :meth:`token_grid`; :meth:`details` returns it with its layout."""
         result = self.details(inputs, target, seed, None, additional_forward_args)
+        return self._smoothed(result)
+
+    def _smoothed(self, result: DDSResult) -> torch.Tensor:
         if self.smoothing == "vote":
             return result.vote_frequency.to(result.mean.dtype)
         return result.mean
@@ -364,8 +513,8 @@ class DDSAttention(ViTAttribution):
             Extra positional arguments for the model.
         """
         images, as_tuple = unpack_inputs(inputs)
-        maps = self.token_map(images, target, seed, additional_forward_args)
-        pixels = self.explainer.to_pixels(
-            maps.to(images.dtype), self._grid, images.shape[-2:], images.shape[1], self.upsample
-        )
+        result = self.details(images, target, seed, None, additional_forward_args)
+        pixels = result.to_pixels(
+            self._smoothed(result), images.shape[-2:], images.shape[1], self.upsample
+        ).to(images.dtype)
         return (pixels,) if as_tuple else pixels

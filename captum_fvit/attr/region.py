@@ -14,9 +14,15 @@ bounds into certified radii:
 
 All radii are ℓ2 distances in [0, 1] pixel units, also given as ℓ∞ (``R₂/√d``).
 
-Sampling: ``n0`` samples from an independent noise stream select the class (Cohen's
-CERTIFY); ``n`` fresh samples give the votes (or mean map) *and* the count of the selected
-class, so the same denoised samples serve the explanation and the prediction certificate.
+Sampling: ``n_select`` samples from an independent noise stream select the class (Cohen's
+CERTIFY, the routine shared with :class:`DDSAttention` and :class:`DDS`); ``n`` fresh samples
+give the votes (or mean map) *and* the count of the selected class, so the same denoised
+samples serve the explanation and the prediction certificate.
+
+Two questions can be asked: "what radius?" (:meth:`FaithfulRegion.certify` without
+``radius``: fixed ``n``, the maximal radii) and "is ``x`` faithful at radius ``r``?"
+(``certify(x, radius=r)``: an anytime-valid sequential test that stops as soon as the answer
+is decided, :mod:`captum_fvit.attr.sequential`).
 """
 
 from __future__ import annotations
@@ -31,12 +37,22 @@ from captum.log import log_usage
 from torch import nn
 
 from .. import certify as cert
-from ..explain.targets import TargetType
+from ..attention.layout import TokenLayout
+from ..concurrency import model_lock
+from ..model_io import InputType, TargetType, forward_args_tuple
 from ..noise import random_seed
-from ..smoothing import SELECTION_STREAM
-from .attention_map import InputType, forward_args_tuple, unpack_inputs
-from .base import ViTAttribution
+from ..space import tokens_to_pixels
+from ..validation import (
+    check_choice,
+    check_count,
+    check_k,
+    check_probability,
+    check_radius,
+    check_seed,
+)
+from .base import ViTAttribution, prepare_inputs
 from .dds_attention import SMOOTHINGS, DDSAttention
+from .selection import ClassSelection, select_classes
 
 __all__ = ["FaithfulRegion", "RegionCertificate"]
 
@@ -59,7 +75,7 @@ class RegionCertificate:
         together with probability ≥ ``confidence``.
     sigma : float
         Noise std in [0, 1] pixel units.
-    n0, n : int
+    n_select, n : int
         Selection and estimation samples.
     smoothing : str
         ``"vote"`` or ``"mean"``.
@@ -72,7 +88,7 @@ class RegionCertificate:
     radius_beta, radius_beta_linf : float
         ``R_β`` (0 = abstain: fewer than ``⌈βk⌉`` tokens certified at all).
     label : int
-        Class of the smoothed classifier (selected from the ``n0`` samples).
+        Class of the smoothed classifier (selected from the ``n_select`` samples).
     abstain : bool
         The prediction certificate abstains (``p̲ ≤ 1/2``); then ``radius_pred = 0``.
     p_lower : float
@@ -85,8 +101,10 @@ class RegionCertificate:
         Radius at which :attr:`region` was evaluated.
     region : Tensor
         ``P`` bool: tokens certified to stay in the top-k at every ``‖Δ‖ < region_radius``.
-    grid : tuple of int
-        Patch grid ``(h, w)``.
+    layout : TokenLayout
+        Token layout (patch grid ``layout.grid``, patch size) of the token vectors.
+    seed : int
+        Seed of the noise.
     """
 
     certified: bool
@@ -95,7 +113,7 @@ class RegionCertificate:
     alpha: float | None
     alpha_pred: float | None
     sigma: float
-    n0: int
+    n_select: int
     n: int
     smoothing: str
     topk: torch.Tensor
@@ -115,8 +133,13 @@ class RegionCertificate:
     radius_linf: float
     region_radius: float
     region: torch.Tensor
-    grid: tuple[int, int]
+    layout: TokenLayout
     seed: int = field(default=0)
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        """Patch grid ``(h, w)`` of the token vectors."""
+        return self.layout.grid
 
     @property
     def confidence(self) -> float | None:
@@ -148,12 +171,13 @@ class FaithfulRegion(ViTAttribution):
     Parameters
     ----------
     model_or_dds : nn.Module or DDSAttention
-        A configured :class:`DDSAttention` (its model, denoiser, method, σ, noise and
-        normalisation are used), or the ViT itself.
+        A configured :class:`DDSAttention` (its model, denoiser, method, σ, noise, batch size,
+        ``n_select`` and normalisation are used — passing any of those options too is an
+        error, never silently ignored), or the ViT itself.
     denoiser : callable, optional
         Denoiser when a model is given (``None`` = identity, plain randomized smoothing).
-    method : str, default "rollout"
-        Explanation method when a model is given.
+    method : str, optional
+        Explanation method when a model is given (default ``"rollout"``).
     k : int, default 10
         Size of the top-k token set.
     beta : float, default 0.8
@@ -163,101 +187,143 @@ class FaithfulRegion(ViTAttribution):
         ``None`` = plug-in estimate, labelled not certified.
     alpha_pred : float or None, optional
         Failure probability of the prediction certificate (default: ``alpha``).
-    n0 : int, default 64
-        Selection samples (choose the class).
     n : int, default 1000
-        Estimation samples (votes or mean map, and the count of the selected class).
+        Estimation samples (votes or mean map, and the count of the selected class); the
+        budget ``n_max`` of the sequential test at a given radius.
     smoothing : {"vote", "mean"}, default "vote"
         Certify top-k vote frequencies (Clopper–Pearson) or the mean normalised map
         (empirical Bernstein).
-    sigma, batch_size, **dds_kwargs
-        Passed to :class:`DDSAttention` when a model is given (σ in [0, 1] pixel units).
+    progress : bool, default False
+        Show a progress bar over the denoised images.
+    sigma, batch_size, n_select, **dds_kwargs
+        When a model is given: passed to :class:`DDSAttention` (σ in [0, 1] pixel units,
+        default 0.25; ``batch_size`` default 64; ``n_select`` default 64).
 
     Raises
     ------
     ValueError
-        For β ∉ (0, 1], α ∉ (0, 1), n0 or n < 1, k < 1, or non-Gaussian noise (the
-        certificate's lemma holds for Gaussian noise only).
+        For β ∉ (0, 1], α ∉ (0, 1), counts < 1, k < 1, options given together with a
+        configured DDSAttention, or non-Gaussian noise (the certificate's lemma holds for
+        Gaussian noise only).
+    TypeError
+        For non-integer counts (``n=2.5``, ``k=True``).
     """
 
     def __init__(
         self,
         model_or_dds: nn.Module | DDSAttention,
         denoiser: Callable | None = None,
-        method: str = "rollout",
+        method: str | None = None,
         *,
         k: int = 10,
         beta: float = 0.8,
         alpha: float | None = 0.001,
         alpha_pred: float | None = None,
-        n0: int = 64,
         n: int = 1000,
         smoothing: str = "vote",
-        sigma: float = 0.25,
-        batch_size: int = 64,
+        progress: bool = False,
+        sigma: float | None = None,
+        batch_size: int | None = None,
+        n_select: int | None = None,
         **dds_kwargs: Any,
     ) -> None:
         if isinstance(model_or_dds, DDSAttention):
-            if denoiser is not None or dds_kwargs:
+            given = {
+                name: value
+                for name, value in (
+                    ("denoiser", denoiser),
+                    ("method", method),
+                    ("sigma", sigma),
+                    ("batch_size", batch_size),
+                    ("n_select", n_select),
+                )
+                if value is not None
+            }
+            given.update(dds_kwargs)
+            if given:
                 raise ValueError(
-                    "pass either a configured DDSAttention or a model with denoiser/DDS "
-                    "options, not both"
+                    f"FaithfulRegion got a configured DDSAttention and also {sorted(given)}; "
+                    "the DDSAttention's own settings are used, so configure them there (e.g. "
+                    "DDSAttention(model, denoiser, method='raw', sigma=0.5)) or pass the model "
+                    "instead of the DDSAttention"
                 )
             dds = model_or_dds
         else:
             dds = DDSAttention(
-                model_or_dds, denoiser, method, sigma=sigma, batch_size=batch_size, **dds_kwargs
+                model_or_dds,
+                denoiser,
+                "rollout" if method is None else method,
+                sigma=0.25 if sigma is None else sigma,
+                batch_size=64 if batch_size is None else batch_size,
+                n_select=64 if n_select is None else n_select,
+                **dds_kwargs,
             )
         super().__init__(dds.model)
         cert.require_gaussian(dds.engine.noise)
-        if smoothing not in SMOOTHINGS:
-            raise ValueError(f"smoothing must be one of {SMOOTHINGS}, got {smoothing!r}")
-        if isinstance(k, bool) or int(k) != k or k < 1:
-            raise ValueError(f"k must be a positive integer, got {k!r}")
-        if not 0 < float(beta) <= 1:
-            raise ValueError(f"beta must lie in (0, 1], got {beta}")
-        for name, value in (("alpha", alpha), ("alpha_pred", alpha_pred)):
-            if value is not None and not 0 < float(value) < 1:
-                raise ValueError(f"{name} must lie in (0, 1) (or be None for an estimate), got {value}")
-        if (alpha is None) != (alpha_pred is None) and alpha_pred is not None:
+        self.smoothing = check_choice(smoothing, "smoothing", SMOOTHINGS)
+        self.k = check_k(k)
+        self.beta = check_probability(beta, "beta", high_open=False)
+        self.alpha = None if alpha is None else check_probability(alpha, "alpha")
+        if alpha_pred is not None and alpha is None:
             raise ValueError("alpha_pred needs alpha: give both, or alpha=None for estimates")
-        for name, value in (("n0", n0), ("n", n)):
-            if isinstance(value, bool) or int(value) != value or value < 1:
-                raise ValueError(f"{name} must be an integer ≥ 1, got {value!r}")
-        if smoothing == "mean" and alpha is not None and n < 2:
+        self.alpha_pred = (
+            self.alpha if alpha_pred is None else check_probability(alpha_pred, "alpha_pred")
+        )
+        self.n = check_count(n, "n")
+        if smoothing == "mean" and alpha is not None and self.n < 2:
             raise ValueError("mean smoothing needs n ≥ 2 samples for its variance")
+        if not isinstance(progress, bool):
+            raise TypeError(f"progress must be True or False, got {progress!r}")
+        self.progress = progress
         self.dds = dds
-        self.k = int(k)
-        self.beta = float(beta)
-        self.alpha = None if alpha is None else float(alpha)
-        self.alpha_pred = self.alpha if alpha_pred is None else float(alpha_pred)
-        self.n0 = int(n0)
-        self.n = int(n)
-        self.smoothing = smoothing
+        self.model = dds.model
 
     @property
     def sigma(self) -> float:
         """Noise std in [0, 1] pixel units."""
         return self.dds.sigma
 
+    @property
+    def n_select(self) -> int:
+        """Selection samples (those of the DDSAttention)."""
+        return self.dds.n_select
+
     def _check_k(self, images: torch.Tensor) -> None:
-        explainer = self.dds.explainer
-        patch = explainer.adapter.patch_size(explainer.model)
-        tokens = (images.shape[-2] // patch[0]) * (images.shape[-1] // patch[1])
-        if self.k >= tokens:
-            raise ValueError(
-                f"k={self.k} must be smaller than the number of patch tokens ({tokens} for "
-                f"{images.shape[-2]}x{images.shape[-1]} inputs); choose a smaller k"
+        check_k(self.k, self.dds.token_count(images.shape[-2:]))
+
+    def select(
+        self,
+        images: torch.Tensor,
+        seed: int,
+        forward_args: tuple = (),
+        *,
+        process_group=None,
+    ) -> ClassSelection:
+        """The class of each input selected from ``n_select`` independent samples (with the
+        counts), by the routine shared with :class:`DDSAttention` and :class:`DDS`."""
+        with model_lock(self.model):
+            return select_classes(
+                self.dds.engine,
+                self.dds.model,
+                images,
+                self.n_select,
+                seed,
+                forward_args,
+                process_group=process_group,
+                progress=self.progress,
             )
 
     def certify(
         self,
         inputs: InputType,
         seed: int | None = None,
-        radius: float = 0.0,
+        radius: float | None = None,
         additional_forward_args: Any = None,
         target: TargetType = None,
-    ) -> list[RegionCertificate]:
+        *,
+        n_max: int | None = None,
+        process_group=None,
+    ) -> list:
         """Certify every input.
 
         Parameters
@@ -266,38 +332,89 @@ class FaithfulRegion(ViTAttribution):
             ``N×C×H×W`` batch in the model's normalisation.
         seed : int, optional
             Seed of all noise draws.
-        radius : float, default 0
-            ℓ2 radius ([0, 1] pixel units) at which to report the faithful region.
+        radius : float, optional
+            ``None``: the maximal certified radii from ``n`` samples
+            (:class:`RegionCertificate`). A number ``r`` (ℓ2, [0, 1] pixel units): decide
+            whether each input is (r, β, k)-faithful with an anytime-valid sequential test
+            that stops as soon as the answer is decided or ``n_max`` samples are spent
+            (:class:`~captum_fvit.attr.sequential.SequentialCertificate`).
         additional_forward_args : Any, optional
             Extra positional arguments for the model.
         target : optional
-            Class to explain for class-specific methods (default: the class selected from
-            the ``n0`` samples). The prediction certificate always uses the selected class.
+            Class to explain for class-specific methods (default: the selected class). The
+            prediction certificate always uses the selected class.
+        n_max : int, optional
+            Sample budget of the sequential test (default ``n``); only with ``radius``.
+        process_group : torch.distributed.ProcessGroup, optional
+            Split the samples over the group's ranks (fixed-n certification).
 
         Returns
         -------
-        list of RegionCertificate
-            One per input.
+        list
+            One certificate per input.
         """
-        images, _ = unpack_inputs(inputs)
+        if radius is None:
+            if n_max is not None:
+                raise ValueError(
+                    "n_max is the budget of the sequential test at a radius: pass radius=r too, "
+                    "or set n for the fixed-n certificate"
+                )
+            return self._certify_fixed(
+                inputs, seed, 0.0, additional_forward_args, target, process_group
+            )
+        radius = check_radius(radius)
+        if process_group is not None:
+            raise ValueError(
+                "the sequential test at a radius runs on one process; shard images across "
+                "ranks instead (captum-fvit evaluate under torchrun)"
+            )
+        from .sequential import certify_at_radius
+
+        prepared = prepare_inputs(inputs, self.model, self.dds.normalization)
+        self._check_k(prepared.images)
+        seed = random_seed() if seed is None else check_seed(seed)
+        n_max = self.n if n_max is None else check_count(n_max, "n_max")
+        with model_lock(self.model):
+            return certify_at_radius(
+                self,
+                prepared.images,
+                radius,
+                seed,
+                forward_args_tuple(additional_forward_args),
+                target,
+                n_max=n_max,
+            )
+
+    def _certify_fixed(
+        self,
+        inputs: InputType,
+        seed: int | None,
+        region_radius: float,
+        additional_forward_args: Any,
+        target: TargetType,
+        process_group=None,
+    ) -> list[RegionCertificate]:
+        prepared = prepare_inputs(inputs, self.model, self.dds.normalization)
+        images = prepared.images
         self._check_k(images)
-        if not math.isfinite(radius) or radius < 0:
-            raise ValueError(f"radius must be a finite number ≥ 0 (pixel units), got {radius}")
-        seed = random_seed() if seed is None else int(seed)
+        seed = random_seed() if seed is None else check_seed(seed)
         forward_args = forward_args_tuple(additional_forward_args)
-        counts_n0 = self.dds.smoothed_prediction(
-            images, self.n0, seed, stream=SELECTION_STREAM, forward_args=forward_args
-        )
-        selected = cert.select_class(counts_n0)
-        explained = selected if target is None else target
-        result = self.dds.details(
-            images,
-            target=explained if self.dds.method.class_specific else None,
-            seed=seed,
-            k=self.k,
-            additional_forward_args=additional_forward_args,
-            n_samples=self.n,
-        )
+        with model_lock(self.model):
+            selection = self.select(images, seed, forward_args, process_group=process_group)
+            explained = selection.classes if target is None else target
+            result = self.dds.details(
+                images,
+                target=explained if self.dds.method.class_specific else None,
+                seed=seed,
+                k=self.k,
+                additional_forward_args=additional_forward_args,
+                n_samples=self.n,
+                process_group=process_group,
+                progress=self.progress,
+            )
+        return self._assemble(images, selection, result, region_radius, seed)
+
+    def _assemble(self, images, selection, result, region_radius, seed) -> list[RegionCertificate]:
         if self.smoothing == "vote":
             bounds = cert.vote_bounds(result.votes, self.n, self.alpha)
             estimate = result.votes.double() / self.n
@@ -306,12 +423,12 @@ class FaithfulRegion(ViTAttribution):
             bounds = cert.mean_bounds(estimate, result.variance, self.n, self.alpha)
         explanation = cert.certify_explanation(bounds, self.k, self.sigma, self.dds.engine.noise)
         r_beta = explanation.overlap_radius(self.beta)
-        fresh = result.class_counts.gather(1, selected[:, None])[:, 0]
+        fresh = result.class_counts.gather(1, selection.classes[:, None])[:, 0]
         prediction = cert.certify_prediction(
-            counts_n0, fresh, self.n, self.alpha_pred, self.sigma, self.dds.engine.noise
+            selection.counts, fresh, self.n, self.alpha_pred, self.sigma, self.dds.engine.noise
         )
         d = math.prod(images.shape[1:])
-        region = explanation.faithful_region(radius)
+        region = explanation.faithful_region(region_radius)
         topk = estimate.topk(self.k, dim=1).indices
         certificates = []
         for i in range(images.shape[0]):  # assembling results only; all sampling is batched
@@ -326,7 +443,7 @@ class FaithfulRegion(ViTAttribution):
                     alpha=self.alpha,
                     alpha_pred=self.alpha_pred if self.alpha is not None else None,
                     sigma=self.sigma,
-                    n0=self.n0,
+                    n_select=self.n_select,
                     n=self.n,
                     smoothing=self.smoothing,
                     topk=topk[i],
@@ -344,9 +461,9 @@ class FaithfulRegion(ViTAttribution):
                     radius_pred_linf=float(cert.l2_to_linf(rp, d)),
                     radius=r,
                     radius_linf=float(cert.l2_to_linf(r, d)),
-                    region_radius=float(radius),
+                    region_radius=float(region_radius),
                     region=region[i],
-                    grid=result.grid,
+                    layout=result.layout,
                     seed=seed,
                 )
             )
@@ -360,17 +477,22 @@ class FaithfulRegion(ViTAttribution):
         pixels: bool = False,
         additional_forward_args: Any = None,
     ) -> torch.Tensor:
-        """Tokens certified to stay in the top-k for every ℓ2 change below ``radius``.
+        """Tokens certified to stay in the top-k for every ℓ2 change below ``radius``
+        (fixed-n certificate).
 
         Returns an ``N×P`` bool mask, or with ``pixels=True`` an ``N×1×H×W`` pixel mask.
         """
-        images, _ = unpack_inputs(inputs)
-        certificates = self.certify(images, seed, radius, additional_forward_args)
+        radius = check_radius(radius)
+        if not isinstance(pixels, bool):
+            raise TypeError(f"pixels must be True or False, got {pixels!r}")
+        prepared = prepare_inputs(inputs, self.model, self.dds.normalization)
+        images = prepared.images
+        certificates = self._certify_fixed(images, seed, radius, additional_forward_args, None)
         mask = torch.stack([c.region for c in certificates])
         if not pixels:
             return mask
-        pixels_mask = self.dds.explainer.to_pixels(
-            mask.to(images.dtype), certificates[0].grid, images.shape[-2:], 1, "nearest"
+        pixels_mask = tokens_to_pixels(
+            mask.to(images.dtype), certificates[0].layout, images.shape[-2:], 1, "nearest"
         )
         return pixels_mask > 0.5
 
@@ -382,11 +504,12 @@ class FaithfulRegion(ViTAttribution):
         additional_forward_args: Any = None,
     ) -> InputType:
         """Per-pixel certified radius ``r_in`` of its patch (0 where none), input's shape."""
-        images, as_tuple = unpack_inputs(inputs)
-        certificates = self.certify(images, seed, 0.0, additional_forward_args)
+        prepared = prepare_inputs(inputs, self.model, self.dds.normalization)
+        images = prepared.images
+        certificates = self._certify_fixed(images, seed, 0.0, additional_forward_args, None)
         r_in = torch.stack([c.r_in for c in certificates]).to(images.dtype)
         r_in = torch.nan_to_num(r_in, posinf=0.0)
-        out = self.dds.explainer.to_pixels(
-            r_in, certificates[0].grid, images.shape[-2:], images.shape[1], "nearest"
+        out = tokens_to_pixels(
+            r_in, certificates[0].layout, images.shape[-2:], images.shape[1], "nearest"
         )
-        return (out,) if as_tuple else out
+        return prepared.wrap(out)

@@ -26,6 +26,7 @@ __all__ = [
     "check_images",
     "check_sigma",
     "denoiser_in_channels",
+    "randn_like",
     "validate_denoiser_inputs",
 ]
 
@@ -203,17 +204,37 @@ def check_channels(x: Tensor, expected: int | None, *, who: str = "this denoiser
         )
 
 
-def check_generator(generator: object) -> torch.Generator | None:
-    """Check that ``generator`` is ``None`` or a :class:`torch.Generator`.
+def randn_like(like: Tensor, generator: object = None) -> Tensor:
+    """Standard-normal noise shaped like ``like`` from ``generator``.
+
+    ``generator`` may be ``None`` (torch's global generator), a :class:`torch.Generator`, or
+    a :class:`~captum_fvit.noise.SampleNoise` (noise addressed per sample, so the result does
+    not depend on chunking). Denoisers draw all their randomness through this function.
+    """
+    from ..noise import SampleNoise
+
+    if isinstance(generator, SampleNoise):
+        return generator.randn_like(like)
+    if generator is None:
+        return torch.randn(like.shape, dtype=like.dtype, device=like.device)
+    noise = torch.randn(like.shape, generator=generator, dtype=like.dtype, device=generator.device)
+    return noise.to(like.device)
+
+
+def check_generator(generator: object) -> object:
+    """Check that ``generator`` is ``None``, a :class:`torch.Generator` or a
+    :class:`~captum_fvit.noise.SampleNoise`.
 
     Raises
     ------
     TypeError
         If it is something else (for example an integer seed).
     """
-    if generator is not None and not isinstance(generator, torch.Generator):
+    from ..noise import SampleNoise
+
+    if generator is not None and not isinstance(generator, (torch.Generator, SampleNoise)):
         raise TypeError(
-            "generator must be a torch.Generator or None, got "
+            "generator must be a torch.Generator, a captum_fvit.noise.SampleNoise or None, got "
             f"{type(generator).__name__}; build one with "
             "torch.Generator(device=x.device).manual_seed(seed)."
         )

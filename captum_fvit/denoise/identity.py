@@ -36,6 +36,9 @@ class IdentityDenoiser:
 
     in_channels: int | None = None
 
+    #: Draws its randomness through ``randn_like`` (per-sample addressable noise).
+    accepts_sample_noise = True
+
     def __init__(self, *, clamp: bool = False) -> None:
         self.clamp = bool(clamp)
 
