@@ -1,0 +1,497 @@
+"""Sequential certification: draw DDS samples chunk by chunk and stop as soon as the answer is known.
+
+:func:`certify_at_radius` answers "is x (r, β, k)-faithful?" for a requested ℓ2 radius ``r``
+([0, 1] pixel units). After the ``n_select`` selection samples fix the class (as in the
+fixed-n certificate), it draws estimation samples in chunks of ``chunk`` (sample indices
+``[0, chunk)``, ``[chunk, 2 chunk)``, ... of the same noise stream the fixed-n certificate
+uses) and, after each chunk, evaluates anytime-valid confidence sequences
+(:mod:`captum_fvit.sequential`) for every token's vote probability (Bonferroni over the
+``P`` tokens at ``alpha``) and for the selected class's probability (at ``alpha_pred``).
+An input stops as soon as its decision is known — *certified* or *not certified* — and the
+undecided ones continue as a smaller batch, up to the budget ``n_max`` (then *undecided*:
+abstain). With probability ``≥ 1 − alpha − alpha_pred`` every decision is correct and every
+reported radius is valid, whenever sampling stopped.
+
+:func:`iter_anytime_radii` / :func:`anytime_radii` give the same confidence sequences as a
+radius that can be read after every chunk: ``R_β`` and ``R_pred`` reported at any stopping
+time — after a sample budget, a time budget, or whenever the caller breaks out of the
+loop — are valid certificates.
+
+Only vote smoothing has the count statistics these sequences need; mean smoothing raises.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .. import certify as cert
+from .. import sequential as seq
+from ..model_io import index_batch_args, logits_of, resolve_target, unpack_inputs
+from ..noise import random_seed
+from ..validation import check_choice, check_count, check_positive, check_radius, check_seed
+
+__all__ = [
+    "AnytimeCertificate",
+    "SequentialCertificate",
+    "anytime_radii",
+    "certify_at_radius",
+    "iter_anytime_radii",
+]
+
+#: Default samples per look (a multiple of the noise block, so no noise draw is wasted).
+DEFAULT_CHUNK = 32
+
+
+@dataclass
+class AnytimeCertificate:
+    """Anytime-valid radii of one input after ``n_samples`` estimation samples.
+
+    Radii are ℓ2 in [0, 1] pixel units (``*_linf``: ℓ∞, ``R₂/√d``). Every statement holds
+    with probability ``≥ confidence`` *whenever* sampling was stopped.
+
+    Attributes
+    ----------
+    k, beta, sigma : int, float, float
+        Top-k size, required overlap fraction, noise std ([0, 1] pixel units).
+    alpha, alpha_pred : float
+        Failure probabilities of the explanation and the prediction sequences.
+    method : str
+        Confidence sequence (``"beta_binomial"`` or ``"union"``).
+    n_select, n_samples, n_max : int
+        Selection samples, estimation samples used, and the budget.
+    label : int
+        The smoothed classifier's class, selected from the ``n_select`` samples.
+    lower, upper : Tensor
+        ``P`` simultaneous bounds on the vote probabilities (running intersection).
+    r_in : Tensor
+        ``P`` certified per-token radii from those bounds.
+    radius_beta : float
+        Certified ``R_β`` (0 = abstain).
+    radius_beta_upper : float
+        No vote probabilities within the bounds have an exact ``R_β`` above this.
+    p_lower, p_upper : float
+        Bounds on ``P(f(x+δ) = label)``.
+    radius_pred : float
+        Certified ``R_pred = σ Φ⁻¹(p_lower)`` (0 = abstain, ``p_lower ≤ 1/2``).
+    radius_pred_upper : float
+        ``σ Φ⁻¹(p_upper)`` clipped at 0.
+    radius : float
+        ``min(R_β, R_pred)``: x is (radius, β, k)-faithful.
+    radius_linf, radius_beta_linf, radius_pred_linf : float
+        The same as ℓ∞ radii.
+    seed : int
+        Seed of all noise draws.
+    """
+
+    k: int
+    beta: float
+    sigma: float
+    alpha: float
+    alpha_pred: float
+    method: str
+    n_select: int
+    n_samples: int
+    n_max: int
+    label: int
+    lower: torch.Tensor
+    upper: torch.Tensor
+    r_in: torch.Tensor
+    radius_beta: float
+    radius_beta_upper: float
+    p_lower: float
+    p_upper: float
+    radius_pred: float
+    radius_pred_upper: float
+    radius: float
+    radius_linf: float
+    radius_beta_linf: float
+    radius_pred_linf: float
+    seed: int
+
+    @property
+    def confidence(self) -> float:
+        """Probability (over the sampling) that every statement holds: ``1 − α − α_pred``."""
+        return 1.0 - self.alpha - self.alpha_pred
+
+    def summary(self) -> str:
+        """One line a person can read."""
+        return (
+            f"anytime-valid with confidence {self.confidence:.4g} after {self.n_samples} "
+            f"samples: top-{self.k} overlap ≥ {self.beta:g} within R_β={self.radius_beta:.4f}; "
+            f"class {self.label} within R_pred={self.radius_pred:.4f}; faithful radius "
+            f"R={self.radius:.4f} (ℓ2, [0,1] pixel units)"
+        )
+
+
+@dataclass
+class SequentialCertificate(AnytimeCertificate):
+    """The sequential answer for one input: is it (r, β, k)-faithful at ``requested_radius``?
+
+    Adds to :class:`AnytimeCertificate` (whose radii are the anytime-valid ones at stopping):
+
+    Attributes
+    ----------
+    requested_radius : float
+        The ℓ2 radius ``r`` asked about ([0, 1] pixel units).
+    decision : str
+        ``"certified"`` (x is (r, β, k)-faithful), ``"not_certified"`` (it is not, at this
+        α: the exact smoothed certificate cannot reach ``r``), or ``"undecided"``
+        (abstain: the budget ran out first).
+    explanation, prediction : str
+        The decisions of the two parts (one may stay ``"undecided"`` when the other already
+        settles ``decision`` as not certified).
+    """
+
+    requested_radius: float = 0.0
+    decision: str = "undecided"
+    explanation: str = "undecided"
+    prediction: str = "undecided"
+
+    @property
+    def faithful(self) -> bool:
+        """True when certified (r, β, k)-faithful at ``requested_radius``."""
+        return self.decision == "certified"
+
+    @property
+    def abstain(self) -> bool:
+        """True when the budget ran out before a decision."""
+        return self.decision == "undecided"
+
+    def summary(self) -> str:
+        """One line a person can read."""
+        answer = {
+            "certified": "certified (r, β, k)-faithful",
+            "not_certified": "NOT faithful (certainly, at this confidence)",
+            "undecided": "undecided (abstain: budget spent)",
+        }[self.decision]
+        return (
+            f"at r={self.requested_radius:.4f} (ℓ2, [0,1] pixel units): {answer} after "
+            f"{self.n_samples} of at most {self.n_max} samples, confidence "
+            f"{self.confidence:.4g}; explanation {self.explanation} "
+            f"(R_β={self.radius_beta:.4f}, at most {self.radius_beta_upper:.4f}), prediction "
+            f"{self.prediction} (class {self.label}, R_pred={self.radius_pred:.4f})"
+        )
+
+
+# --------------------------------------------------------------------------- the sampler
+class _Sampler:
+    """Draws estimation samples ``[start, stop)`` for a subset of inputs."""
+
+    def __init__(self, region, images, seed, forward_args, target):
+        if getattr(region, "smoothing", "vote") != "vote":
+            raise ValueError(
+                "sequential certification needs smoothing='vote' (top-k vote counts have the "
+                "count statistics its confidence sequences use; the mean map has none that "
+                "give a usable anytime bound): build FaithfulRegion(..., smoothing='vote')"
+            )
+        if region.alpha is None:
+            raise ValueError(
+                "sequential certification needs alpha (and alpha_pred) in (0, 1); alpha=None "
+                "plug-in estimates cannot be certified sequentially"
+            )
+        self.region, self.dds = region, region.dds
+        self.images, self.seed, self.forward_args = images, seed, forward_args
+        self.n_inputs = images.shape[0]
+        self.n_select = int(region.n_select)
+        # Cohen's step 1: the class, from n_select samples of an independent noise stream.
+        selected = region.select(images, seed, forward_args)
+        self.label = torch.as_tensor(getattr(selected, "classes", selected)).long()
+        if target is None:
+            self.explained = self.label
+        else:  # one class per input, checked against the model's number of classes
+            first = index_batch_args(forward_args, self.n_inputs, torch.zeros(1, dtype=torch.long))
+            with torch.no_grad():
+                logits = logits_of(self.dds.model(images[:1], *first))
+            self.explained = resolve_target(target, logits.expand(self.n_inputs, -1))
+
+    def draw(self, index: torch.Tensor, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Votes (M×P) and counts of the selected class (M) of inputs ``index`` over samples
+        ``[start, stop)`` — the same sample indices (hence noise) as a fixed-n run."""
+        index = index.to(self.images.device)
+        target = self.explained[index.to(self.explained.device)]
+        result = self.dds.details(
+            self.images[index],
+            target=target if self.dds.method.class_specific else None,
+            seed=self.seed,
+            k=self.region.k,
+            additional_forward_args=index_batch_args(self.forward_args, self.n_inputs, index),
+            samples=range(start, stop),
+        )
+        label = self.label[index.to(self.label.device)].to(result.class_counts.device)
+        fresh = result.class_counts.gather(1, label[:, None])[:, 0]
+        return result.votes.long(), fresh.long()
+
+
+def _prepare(region, inputs, seed, n_max, chunk, method):
+    images, _ = unpack_inputs(inputs)
+    if hasattr(region, "_check_k"):
+        region._check_k(images)
+    seed = check_seed(seed)
+    seed = random_seed() if seed is None else seed
+    n_max = region.n if n_max is None else check_count(n_max, "n_max")
+    chunk = DEFAULT_CHUNK if chunk is None else check_count(chunk, "chunk")
+    method = check_choice(method, "method", seq.CS_METHODS)
+    return images, seed, n_max, min(chunk, n_max), method
+
+
+class _State:
+    """Running counts and running-intersection bounds of all inputs."""
+
+    def __init__(self, n_inputs: int, device: torch.device):
+        self.n = torch.zeros(n_inputs, dtype=torch.long, device=device)
+        self.count = torch.zeros(n_inputs, dtype=torch.long, device=device)
+        self.votes: torch.Tensor | None = None
+        self.lower = self.upper = None
+        self.p_lower = torch.zeros(n_inputs, dtype=torch.float64, device=device)
+        self.p_upper = torch.ones(n_inputs, dtype=torch.float64, device=device)
+
+    def update(self, index, votes, count, n_now, alpha, alpha_pred, method, looks):
+        if self.votes is None:
+            shape = (self.n.shape[0], votes.shape[1])
+            self.votes = torch.zeros(shape, dtype=torch.long, device=self.n.device)
+            self.lower = torch.zeros(shape, dtype=torch.float64, device=self.n.device)
+            self.upper = torch.ones(shape, dtype=torch.float64, device=self.n.device)
+        self.votes[index] += votes.to(self.n.device)
+        self.count[index] += count.to(self.n.device)
+        self.n[index] = n_now
+        n_col = self.n[index, None]
+        bounds = seq.vote_cs(self.votes[index], n_col, alpha, method=method, looks=looks)
+        # Running intersection: on the event that every sequence covers at every look, the
+        # intersection over the looks covers too.
+        self.lower[index] = torch.maximum(self.lower[index], bounds.lower.to(self.n.device))
+        self.upper[index] = torch.minimum(self.upper[index], bounds.upper.to(self.n.device))
+        p_lo, p_up = seq.confidence_sequence(
+            self.count[index], self.n[index], alpha_pred, method=method, looks=looks
+        )
+        self.p_lower[index] = torch.maximum(self.p_lower[index], p_lo.to(self.n.device))
+        self.p_upper[index] = torch.minimum(self.p_upper[index], p_up.to(self.n.device))
+
+
+def _certificates(region, sampler, state, seed, n_max, method, images, decisions=None, radius=0.0):
+    k, beta, sigma = region.k, region.beta, region.sigma
+    alpha, alpha_pred = region.alpha, region.alpha_pred
+    expl = seq.explanation_decision(state.lower, state.upper, k, beta, sigma, radius)
+    pred = seq.prediction_decision(state.p_lower, state.p_upper, sigma, radius)
+    r_in = cert.radii_in(state.lower, state.upper, k, sigma)
+    d = math.prod(images.shape[1:])
+    out = []
+    for i in range(images.shape[0]):  # assembling results only
+        rb, rp = float(expl.radius_beta[i]), float(pred.radius_pred[i])
+        fields = dict(
+            k=k,
+            beta=beta,
+            sigma=sigma,
+            alpha=alpha,
+            alpha_pred=alpha_pred,
+            method=method,
+            n_select=sampler.n_select,
+            n_samples=int(state.n[i]),
+            n_max=n_max,
+            label=int(sampler.label[i]),
+            lower=state.lower[i],
+            upper=state.upper[i],
+            r_in=r_in[i],
+            radius_beta=rb,
+            radius_beta_upper=float(expl.radius_beta_upper[i]),
+            p_lower=float(state.p_lower[i]),
+            p_upper=float(state.p_upper[i]),
+            radius_pred=rp,
+            radius_pred_upper=float(pred.radius_pred_upper[i]),
+            radius=min(rb, rp),
+            radius_linf=float(cert.l2_to_linf(min(rb, rp), d)),
+            radius_beta_linf=float(cert.l2_to_linf(rb, d)),
+            radius_pred_linf=float(cert.l2_to_linf(rp, d)),
+            seed=seed,
+        )
+        if decisions is None:
+            out.append(AnytimeCertificate(**fields))
+        else:
+            combined, e_code, p_code = decisions
+            out.append(
+                SequentialCertificate(
+                    **fields,
+                    requested_radius=float(radius),
+                    decision=seq.decision_name(combined[i]),
+                    explanation=seq.decision_name(e_code[i]),
+                    prediction=seq.decision_name(p_code[i]),
+                )
+            )
+    return out
+
+
+# --------------------------------------------------------------------------- public API
+def certify_at_radius(
+    region,
+    images,
+    radius: float,
+    seed: int | None = None,
+    forward_args: tuple = (),
+    target=None,
+    *,
+    n_max: int | None = None,
+    chunk: int | None = None,
+    method: str = "beta_binomial",
+    stop: str = "faithful",
+    time_budget_s: float | None = None,
+) -> list[SequentialCertificate]:
+    """Decide sequentially whether each input is (radius, β, k)-faithful.
+
+    Parameters
+    ----------
+    region : FaithfulRegion
+        Supplies the DDS pipeline, ``k``, ``beta``, ``alpha``, ``alpha_pred``, ``n_select``
+        and the default budget ``n`` (vote smoothing only).
+    images : Tensor or tuple of one Tensor
+        ``N×C×H×W`` batch in the model's normalisation.
+    radius : float
+        ℓ2 radius ``r ≥ 0`` to decide, in [0, 1] pixel units.
+    seed : int, optional
+        Seed of all noise draws (drawn from torch's generator if ``None``).
+    forward_args : tuple, optional
+        Extra positional arguments of the model.
+    target : optional
+        Class to explain (class-specific methods); default the selected class. The
+        prediction is always certified for the selected class.
+    n_max : int, optional
+        Estimation-sample budget per input (default ``region.n``); at the budget the
+        decision is ``"undecided"`` (abstain).
+    chunk : int, optional
+        Samples per look (default 32). Smaller chunks stop closer to the earliest possible
+        sample but run more, smaller batches.
+    method : {"beta_binomial", "union"}, default "beta_binomial"
+        Confidence sequence (:mod:`captum_fvit.sequential`); ``"union"`` spends α over the
+        ``⌈n_max / chunk⌉`` pre-declared looks.
+    stop : {"faithful", "both"}, default "faithful"
+        Stop an input when the combined answer is known (a single "not certified" part
+        settles it), or only when both parts are decided.
+    time_budget_s : float, optional
+        Stop every input after the look during which this many seconds passed (its answer
+        may then be ``"undecided"``); the reported radii stay valid.
+
+    Returns
+    -------
+    list of SequentialCertificate
+        One per input; ``n_samples`` is the number of estimation samples it used.
+    """
+    images, seed, n_max, chunk, method = _prepare(region, images, seed, n_max, chunk, method)
+    radius = check_radius(radius)
+    stop = check_choice(stop, "stop", ("faithful", "both"))
+    if time_budget_s is not None:
+        time_budget_s = check_positive(time_budget_s, "time_budget_s", " seconds")
+    started = time.perf_counter()
+    forward_args = tuple(forward_args) if forward_args is not None else ()
+    sampler = _Sampler(region, images, seed, forward_args, target)
+    schedule = seq.look_schedule(n_max, chunk)
+    looks = len(schedule) if method == "union" else None
+    n_inputs, device = images.shape[0], images.device
+    state = _State(n_inputs, device)
+    e_code = torch.full((n_inputs,), seq.UNDECIDED, dtype=torch.int8)
+    p_code = e_code.clone()
+    combined = e_code.clone()
+    active = torch.ones(n_inputs, dtype=torch.bool)
+    done_samples = 0
+    for total in schedule:
+        index = active.nonzero()[:, 0]
+        votes, count = sampler.draw(index.to(device), done_samples, total)
+        state.update(index.to(device), votes, count, total, region.alpha, region.alpha_pred, method, looks)
+        expl = seq.explanation_decision(
+            state.lower[index], state.upper[index], region.k, region.beta, region.sigma, radius
+        )
+        pred = seq.prediction_decision(
+            state.p_lower[index], state.p_upper[index], region.sigma, radius
+        )
+        e_code[index], p_code[index] = expl.decision.cpu(), pred.decision.cpu()
+        combined[index] = seq.combine_decisions(e_code[index], p_code[index])
+        if stop == "faithful":
+            settled = combined[index] != seq.UNDECIDED
+        else:
+            settled = (e_code[index] != seq.UNDECIDED) & (p_code[index] != seq.UNDECIDED)
+        active[index[settled]] = False
+        done_samples = total
+        out_of_time = time_budget_s is not None and time.perf_counter() - started >= time_budget_s
+        if not bool(active.any()) or out_of_time:
+            break
+    return _certificates(
+        region, sampler, state, seed, n_max, method, images, (combined, e_code, p_code), radius
+    )
+
+
+def iter_anytime_radii(
+    region,
+    images,
+    seed: int | None = None,
+    forward_args: tuple = (),
+    target=None,
+    *,
+    n_max: int | None = None,
+    chunk: int | None = None,
+    method: str = "beta_binomial",
+) -> Iterator[list[AnytimeCertificate]]:
+    """Yield anytime-valid certificates of every input after each chunk of samples.
+
+    Stop iterating whenever you like (a deadline, radii large enough, ...): the last
+    certificates you received hold with probability ``≥ 1 − alpha − alpha_pred``. With the
+    default ``method="beta_binomial"`` the sequence has no horizon; ``n_max`` (default
+    ``region.n``) only ends the iteration. Parameters as in :func:`certify_at_radius`.
+
+    Yields
+    ------
+    list of AnytimeCertificate
+        One per input, after ``chunk``, ``2 chunk``, ... samples.
+    """
+    images, seed, n_max, chunk, method = _prepare(region, images, seed, n_max, chunk, method)
+    forward_args = tuple(forward_args) if forward_args is not None else ()
+    sampler = _Sampler(region, images, seed, forward_args, target)
+    schedule = seq.look_schedule(n_max, chunk)
+    looks = len(schedule) if method == "union" else None
+    index = torch.arange(images.shape[0], device=images.device)
+    state = _State(images.shape[0], images.device)
+    done_samples = 0
+    for total in schedule:
+        votes, count = sampler.draw(index, done_samples, total)
+        state.update(index, votes, count, total, region.alpha, region.alpha_pred, method, looks)
+        done_samples = total
+        yield _certificates(region, sampler, state, seed, n_max, method, images)
+
+
+def anytime_radii(
+    region,
+    images,
+    seed: int | None = None,
+    forward_args: tuple = (),
+    target=None,
+    *,
+    n_max: int | None = None,
+    time_budget_s: float | None = None,
+    chunk: int | None = None,
+    method: str = "beta_binomial",
+) -> list[AnytimeCertificate]:
+    """Anytime-valid ``R_β``, ``R_pred`` and ``R`` within a sample and/or time budget.
+
+    Runs :func:`iter_anytime_radii` until ``n_max`` samples (default ``region.n``) or until
+    the look during which ``time_budget_s`` seconds passed, and returns the last
+    certificates; they are valid whenever the loop stopped.
+    """
+    if time_budget_s is not None:
+        time_budget_s = check_positive(time_budget_s, "time_budget_s", " seconds")
+    started = time.perf_counter()
+    last = None
+    for last in iter_anytime_radii(
+        region,
+        images,
+        seed,
+        forward_args,
+        target,
+        n_max=n_max,
+        chunk=chunk,
+        method=method,
+    ):
+        if time_budget_s is not None and time.perf_counter() - started >= time_budget_s:
+            break
+    return last
