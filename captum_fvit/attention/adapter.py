@@ -10,11 +10,13 @@ first registered adapter that matches a model. Register your own with
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
 
 import torch
 from torch import nn
+
+from .layout import TokenLayout, infer_grid
 
 __all__ = [
     "AttentionAdapter",
@@ -44,6 +46,7 @@ class AttentionAdapter(ABC):
     Subclasses implement :meth:`matches`, :meth:`attention_modules`, :meth:`patch_size` and
     :meth:`attach`; the token layout is inferred from the observed sequence length, the
     image size and :meth:`patch_size` (and :meth:`num_prefix_tokens` when known).
+    Hierarchical families (Swin) also override :meth:`layer_stages` and :meth:`layout`.
     """
 
     #: Human-readable family name, used in error messages.
@@ -66,8 +69,59 @@ class AttentionAdapter(ABC):
         return None
 
     def cls_index(self, model: nn.Module) -> int | None:
-        """Index of the class token, or ``None`` for models without one."""
+        """Index of the class token whose row explains the prediction, or ``None`` when the
+        model averages its patch tokens (the explained row is then the mean query)."""
         return 0
+
+    def unsupported_reason(self, model: nn.Module) -> str | None:
+        """Why the explanation methods cannot explain ``model`` (e.g. a max-pooling head), or
+        ``None``. Recording works regardless."""
+        return None
+
+    def layer_stages(self, model: nn.Module) -> tuple[int, ...]:
+        """Stage of each attention layer; all 0 for a plain ViT."""
+        return (0,) * len(self.attention_modules(model))
+
+    def token_grid(self, model: nn.Module, image_size: Sequence[int]) -> tuple[int, int]:
+        """Grid ``(h, w)`` of the (first-stage) patch tokens for an ``(H, W)`` image, without
+        running the model. Default: ``(H // ph, W // pw)`` (patch embedding without padding).
+        """
+        ph, pw = self.patch_size(model)
+        return int(image_size[-2]) // ph, int(image_size[-1]) // pw
+
+    def layout(
+        self,
+        model: nn.Module,
+        image_size: Sequence[int],
+        tokens_by_layer: Mapping[int, int],
+    ) -> TokenLayout:
+        """The token layout of a forward pass on an ``(H, W)`` image.
+
+        Parameters
+        ----------
+        model : nn.Module
+            The model.
+        image_size : sequence of int
+            ``(H, W)`` (or a shape ending in them) in pixels.
+        tokens_by_layer : mapping of int to int
+            Observed sequence length of each recorded layer.
+        """
+        if not tokens_by_layer:
+            raise RuntimeError("no attention was recorded yet: run the model first")
+        counts = set(tokens_by_layer.values())
+        if len(counts) != 1:
+            raise ValueError(
+                f"the recorded layers saw different sequence lengths {sorted(counts)}; a "
+                "hierarchical model needs an adapter that overrides `layout` and `layer_stages`"
+            )
+        patch = self.patch_size(model)
+        height, width = int(image_size[-2]), int(image_size[-1])
+        grid, prefix = infer_grid(
+            counts.pop(), (height, width), patch, self.num_prefix_tokens(model)
+        )
+        return TokenLayout(
+            num_prefix_tokens=prefix, grid=grid, patch_size=patch, cls_index=self.cls_index(model)
+        )
 
     @abstractmethod
     def attach(

@@ -2,8 +2,14 @@
 
 A ViT turns an ``H×W`` image into ``T = P + h·w`` tokens: ``P`` *prefix* tokens (the class
 token, a distillation token, register tokens, ...) followed by the ``h×w`` patch tokens in
-row-major order. Explanation methods read the class-token row of the attention and keep
-only the patch columns, so they need ``P``, the index of the class token and the grid.
+row-major order. Explanation methods read the *explained row* of the attention — the class
+token's row, or for pooled models (no class token, or a head that averages the patch
+tokens) the mean of the patch tokens' rows — and keep only the patch columns, so they need
+``P``, the class-token index and the grid.
+
+Hierarchical models (Swin) have *stages*: stage ``s + 1`` works on the grid of stage ``s``
+merged 2×2 (``⌈h/2⌉×⌈w/2⌉``). Their layout lists every stage's grid and the stage of every
+attention layer; token maps are always given on the first stage's grid.
 """
 
 from __future__ import annotations
@@ -11,7 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["TokenLayout", "infer_grid"]
+__all__ = ["TokenLayout", "infer_grid", "merged_grid"]
 
 
 @dataclass(frozen=True)
@@ -28,13 +34,60 @@ class TokenLayout:
         Patch height and width in pixels of the image the model sees.
     cls_index : int or None
         Index of the class token whose attention row explains the prediction, or ``None``
-        for models without one (pooled models).
+        for pooled models, whose explained row is the mean of the patch tokens' rows (the
+        *mean query*).
+    stages : tuple of tuple of int, optional
+        Grids ``(h_s, w_s)`` of every stage of a hierarchical model, the first equal to
+        ``grid``; empty for a plain ViT (one stage, ``grid``).
+    layer_stages : tuple of int, optional
+        Stage of each attention layer (layer order); empty for a plain ViT (all stage 0).
     """
 
     num_prefix_tokens: int
     grid: tuple[int, int]
     patch_size: tuple[int, int]
     cls_index: int | None = 0
+    stages: tuple[tuple[int, int], ...] = ()
+    layer_stages: tuple[int, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.stages and tuple(self.stages[0]) != tuple(self.grid):
+            raise ValueError(
+                f"the first stage's grid {self.stages[0]} must be the layout's grid {self.grid}"
+            )
+        if self.layer_stages and max(self.layer_stages) >= len(self.stage_grids):
+            raise ValueError(
+                f"layer_stages {self.layer_stages} name stages beyond the "
+                f"{len(self.stage_grids)} stage grids {self.stage_grids}"
+            )
+
+    @property
+    def stage_grids(self) -> tuple[tuple[int, int], ...]:
+        """Grid of every stage (``(grid,)`` for a plain ViT)."""
+        return tuple(self.stages) if self.stages else (tuple(self.grid),)
+
+    @property
+    def mean_query(self) -> bool:
+        """Whether the explained row is the mean of the patch tokens' rows (no class token)."""
+        return self.cls_index is None
+
+    def stage_of(self, layer: int) -> int:
+        """Stage of attention layer ``layer`` (0 for a plain ViT)."""
+        return self.layer_stages[layer] if self.layer_stages else 0
+
+    def stage_patch_slice(self, stage: int) -> slice:
+        """The patch tokens among the tokens of ``stage`` (later stages have no prefix)."""
+        if stage == 0:
+            return self.patch_slice
+        h, w = self.stage_grids[stage]
+        return slice(0, h * w)
+
+    def stage_num_tokens(self, stage: int) -> int:
+        """Tokens ``T_s`` the attention of ``stage`` is computed over."""
+        if stage == 0:
+            return self.num_tokens
+        h, w = self.stage_grids[stage]
+        return h * w
 
     @property
     def num_patches(self) -> int:
@@ -57,14 +110,23 @@ class TokenLayout:
         return self.grid[0] * self.patch_size[0], self.grid[1] * self.patch_size[1]
 
     def require_cls(self, method: str) -> int:
-        """Return the class-token index, or explain why ``method`` cannot run."""
+        """Return the class-token index, or explain why ``method`` cannot run.
+
+        Only for code that reads the class-token row itself; the built-in methods use the
+        mean query when there is no class token.
+        """
         if self.cls_index is None:
             raise ValueError(
-                f"method {method!r} reads the class-token row of the attention, but this model "
-                "has no class token (it pools patch tokens). Use a model with a class token "
-                "(e.g. timm `class_token=True`) or write a token-map method for pooled models."
+                f"{method!r} reads the class-token row of the attention, but this model has no "
+                "class token (it pools its tokens). Use the built-in methods, which explain the "
+                "mean query of pooled models, or a model with a class token."
             )
         return self.cls_index
+
+
+def merged_grid(grid: tuple[int, int]) -> tuple[int, int]:
+    """Grid after a Swin patch merging: 2×2 neighbours → one token, odd sides padded."""
+    return (grid[0] + 1) // 2, (grid[1] + 1) // 2
 
 
 def infer_grid(

@@ -19,15 +19,16 @@ torch.Size([2, 3, 17, 17])
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import ExitStack
 from typing import Protocol, runtime_checkable
 
 import torch
 from torch import nn
 
+from ..concurrency import model_lock
 from .adapter import AttentionAdapter, find_adapter
-from .layout import TokenLayout, infer_grid
+from .layout import TokenLayout
 
 __all__ = ["AttentionListener", "AttentionStore", "AttentionRecorder"]
 
@@ -129,12 +130,16 @@ class AttentionRecorder:
         self._stack: ExitStack | None = None
         self._anchors: list[tuple[int, torch.Tensor, Callable | None]] = []
         self._num_tokens: int | None = None
+        self._tokens_by_layer: dict[int, int] = {}
 
     # -- context management ---------------------------------------------------------------
     def __enter__(self) -> AttentionRecorder:
         if self._stack is not None:
             raise RuntimeError("AttentionRecorder is not re-entrant; use one per `with` block")
+        # Hold the model's lock from attaching to restoring (captum_fvit.concurrency): two
+        # threads hooking one model would otherwise save and "restore" each other's state.
         stack = ExitStack()
+        stack.enter_context(model_lock(self.model))
         try:
             self.adapter.attach(self.model, self.layers, self._emit, stack)
         except BaseException:
@@ -147,7 +152,7 @@ class AttentionRecorder:
         stack, self._stack = self._stack, None
         self._anchors.clear()
         if stack is not None:
-            stack.close()
+            stack.close()  # restores the model, then releases its lock (last in, first out)
 
     # -- recording ------------------------------------------------------------------------
     def _emit(
@@ -158,6 +163,7 @@ class AttentionRecorder:
         to_probs_grad: Callable[[torch.Tensor], torch.Tensor] | None,
     ) -> None:
         self._num_tokens = probs.shape[-1]
+        self._tokens_by_layer[layer] = probs.shape[-1]
         self.listener.on_attention(layer, probs)
         if self.gradients:
             self._anchors.append((layer, anchor, to_probs_grad))
@@ -194,22 +200,32 @@ class AttentionRecorder:
 
     # -- layout -----------------------------------------------------------------------------
     def layout(self, image_size: Sequence[int]) -> TokenLayout:
-        """The token layout of the last forward pass for an input of ``(H, W)`` pixels."""
+        """The token layout of the last forward pass for an input of ``(H, W)`` pixels.
+
+        For hierarchical models (Swin) it lists every stage's grid and the stage of every
+        layer; ``grid`` is the first stage's.
+        """
         if self._num_tokens is None:
             raise RuntimeError("no attention was recorded yet: run the model first")
-        return layout_for(self.model, self.adapter, self._num_tokens, image_size)
+        return layout_for(self.model, self.adapter, dict(self._tokens_by_layer), image_size)
 
 
 def layout_for(
     model: nn.Module,
     adapter: AttentionAdapter,
-    num_tokens: int,
+    num_tokens: int | Mapping[int, int],
     image_size: Sequence[int],
 ) -> TokenLayout:
-    """Token layout of ``model`` for ``num_tokens`` tokens from an ``(H, W)`` image."""
-    patch = adapter.patch_size(model)
-    height, width = int(image_size[-2]), int(image_size[-1])
-    grid, prefix = infer_grid(num_tokens, (height, width), patch, adapter.num_prefix_tokens(model))
-    return TokenLayout(
-        num_prefix_tokens=prefix, grid=grid, patch_size=patch, cls_index=adapter.cls_index(model)
-    )
+    """Token layout of ``model`` for an ``(H, W)`` image.
+
+    Parameters
+    ----------
+    num_tokens : int or mapping of int to int
+        The sequence length the attention saw — one number for a plain ViT, or the length
+        of each recorded layer (layer index → ``T``), which hierarchical models need.
+    """
+    if isinstance(num_tokens, Mapping):
+        tokens = {int(k): int(v) for k, v in num_tokens.items()}
+    else:
+        tokens = {len(adapter.attention_modules(model)) - 1: int(num_tokens)}
+    return adapter.layout(model, image_size, tokens)

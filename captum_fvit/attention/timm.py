@@ -33,6 +33,9 @@ class TimmViTAdapter(AttentionAdapter):
 
     Covers ``VisionTransformer`` (plain, register-token and pooled variants),
     ``VisionTransformerDistilled`` (DeiT with a distillation token), ``Beit`` and ``Eva``.
+    The explained row follows the head: the class token's row for ``global_pool="token"``,
+    the mean query over the patch tokens for ``global_pool="avg"`` (timm averages the tokens
+    after the prefix).
     """
 
     family = "timm VisionTransformer/DeiT/BEiT/EVA"
@@ -58,7 +61,22 @@ class TimmViTAdapter(AttentionAdapter):
         return int(model.num_prefix_tokens)
 
     def cls_index(self, model: nn.Module) -> int | None:
-        return 0 if getattr(model, "cls_token", None) is not None else None
+        """0 when the head reads the class token; ``None`` (mean query) when it averages the
+        patch tokens (``global_pool="avg"``, e.g. ``class_token=False`` models, BEiT, EVA)."""
+        pool = getattr(model, "global_pool", "token")
+        if pool == "avg" or getattr(model, "cls_token", None) is None:
+            return None
+        return 0
+
+    def unsupported_reason(self, model: nn.Module) -> str | None:
+        pool = getattr(model, "global_pool", "token")
+        if getattr(model, "attn_pool", None) is not None or pool not in ("token", "avg"):
+            return (
+                f"this {type(model).__name__} pools its tokens with global_pool={pool!r}; the "
+                "methods explain the class-token row (global_pool='token') or the mean query "
+                "of average-pooled models (global_pool='avg')"
+            )
+        return None
 
     def attach(
         self,

@@ -21,6 +21,12 @@ from .adapter import AttentionAdapter, AttentionEmit
 __all__ = ["TransformersViTAdapter"]
 
 
+#: Hierarchical models whose ``_can_record_outputs["attentions"]`` names whole stages, not
+#: attention modules; :class:`~captum_fvit.attention.swin_transformers.TransformersSwinAdapter`
+#: handles ``"swin"``.
+_WINDOWED_MODEL_TYPES = frozenset({"swin", "swinv2", "donut-swin", "maskformer-swin"})
+
+
 def _attention_classes(model: nn.Module) -> tuple[type, ...]:
     record = getattr(model, "_can_record_outputs", None) or {}
     entry = record.get("attentions")
@@ -54,6 +60,7 @@ class TransformersViTAdapter(AttentionAdapter):
         config = getattr(model, "config", None)
         return (
             config is not None
+            and getattr(config, "model_type", None) not in _WINDOWED_MODEL_TYPES
             and hasattr(config, "patch_size")
             and hasattr(type(config), "_attn_implementation")
             and bool(self.attention_modules(model))

@@ -4,8 +4,12 @@ A method turns the attention a ViT computes during one forward pass (and, for gr
 methods, its gradient) into a *token map*: one relevance value per patch token, ``N×P`` for
 a batch of ``N`` images with ``P = h·w`` patches. Methods are streaming: for each forward pass
 the method creates an *accumulator* that receives each recorded layer as it is computed and
-keeps only what it needs (a class-token row, a running product), never every layer's
-``heads×T×T`` maps unless the method truly needs them.
+keeps only what it needs (a class-token row, a running product per stage), never every
+layer's ``heads×T×T`` maps unless the method truly needs them.
+
+The explained row is the class token's, or the mean query of pooled models; hierarchical
+models (Swin) come down to the first stage's grid by the children rule
+(:mod:`captum_fvit.explain.stages`).
 """
 
 from __future__ import annotations
@@ -93,13 +97,27 @@ class TokenMapAccumulator(ABC):
     ----------
     num_layers : int
         Attention layers of the model.
-    cls_index : int
-        Index of the class token whose row is read.
+    cls_index : int or None
+        Index of the class token whose row is read, or ``None`` for the mean query
+        (pooled models).
+    layer_stages : sequence of int, optional
+        Stage of each layer for hierarchical models (Swin); default all 0.
     """
 
-    def __init__(self, num_layers: int, cls_index: int) -> None:
+    def __init__(
+        self, num_layers: int, cls_index: int | None, layer_stages: Sequence[int] | None = None
+    ) -> None:
         self.num_layers = num_layers
         self.cls_index = cls_index
+        self.layer_stages = tuple(layer_stages) if layer_stages else (0,) * num_layers
+        if len(self.layer_stages) != num_layers:
+            raise ValueError(
+                f"layer_stages has {len(self.layer_stages)} entries for {num_layers} layers"
+            )
+
+    def stage_of(self, layer: int) -> int:
+        """Stage of ``layer``."""
+        return self.layer_stages[layer]
 
     @abstractmethod
     def on_attention(self, layer: int, probs: torch.Tensor) -> None:
@@ -131,8 +149,14 @@ class TokenMapMethod(ABC):
         """Indices of the attention layers the method reads (the others stay fused)."""
 
     @abstractmethod
-    def accumulator(self, num_layers: int, cls_index: int) -> TokenMapAccumulator:
-        """A fresh accumulator for one forward pass."""
+    def accumulator(
+        self,
+        num_layers: int,
+        cls_index: int | None,
+        layer_stages: Sequence[int] | None = None,
+    ) -> TokenMapAccumulator:
+        """A fresh accumulator for one forward pass (``cls_index=None``: mean query;
+        ``layer_stages``: stage of each layer of a hierarchical model)."""
 
     def options(self) -> dict[str, Any]:
         """The method's options, for reports and ``repr``."""
@@ -196,10 +220,17 @@ def run_on_maps(
     layout: TokenLayout,
     gradients: list[torch.Tensor] | None = None,
 ) -> torch.Tensor:
-    """Apply a streaming method to already recorded maps (and gradients), in layer order."""
+    """Apply a streaming method to already recorded maps (and gradients), in layer order.
+
+    ``attentions`` holds one ``N×heads×T_l×T_l`` map per layer; for a hierarchical model,
+    ``layout.layer_stages`` gives each layer's stage.
+    """
     num_layers = len(attentions)
-    cls_index = layout.require_cls(method.name)
-    acc = method.accumulator(num_layers, cls_index)
+    if layout.layer_stages and len(layout.layer_stages) != num_layers:
+        raise ValueError(
+            f"the layout describes {len(layout.layer_stages)} layers, got {num_layers} maps"
+        )
+    acc = method.accumulator(num_layers, layout.cls_index, layout.layer_stages or None)
     wanted = method.layers(num_layers)
     for layer in wanted:
         acc.on_attention(layer, attentions[layer])

@@ -8,7 +8,7 @@ the smoothing engine calls it once per chunk of denoised samples (inside one
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -30,14 +30,15 @@ class TokenMaps:
     Attributes
     ----------
     maps : Tensor
-        ``N×P`` relevance of each patch token (prefix tokens removed, row-major grid).
+        ``N×P`` relevance of each patch token (prefix tokens removed, row-major grid; the
+        first stage's grid for hierarchical models).
     logits : Tensor
         ``N×K`` logits of the same forward pass (detached).
     target : Tensor or None
         ``N`` explained classes, or ``None`` when the method is not class specific and no
         target was given.
     layout : TokenLayout
-        Prefix tokens and patch grid of this input size.
+        Prefix tokens and patch grid of this input size (and the stages of a Swin).
     """
 
     maps: torch.Tensor
@@ -75,14 +76,19 @@ class TokenMapExplainer:
         self.method = make_method(method, **method_options)
         self.adapter = adapter if adapter is not None else find_adapter(model)
         self.num_layers = len(self.adapter.attention_modules(model))
+        reason = self.adapter.unsupported_reason(model)
+        if reason is not None:
+            raise ValueError(f"cannot explain this model with {self.method.name!r}: {reason}")
+        #: Class-token index, or ``None``: the explained row is the mean query (pooled models).
         self.cls_index = self.adapter.cls_index(model)
-        if self.cls_index is None:
-            raise ValueError(
-                f"method {self.method.name!r} reads the class-token row of the attention, but "
-                f"this {type(model).__name__} has no class token (it pools patch tokens); use a "
-                "model with a class token or a custom TokenMapMethod"
-            )
+        #: Stage of each attention layer (all 0 except for hierarchical models such as Swin).
+        self.layer_stages = tuple(self.adapter.layer_stages(model))
         self.layers = self.method.layers(self.num_layers)
+
+    def token_grid(self, image_size: Sequence[int]) -> tuple[int, int]:
+        """Grid ``(h, w)`` the token maps of an ``(H, W)`` image are given on (the first
+        stage's for Swin), without running the model."""
+        return tuple(self.adapter.token_grid(self.model, image_size))
 
     @contextmanager
     def recording(self) -> Iterator[Callable[..., TokenMaps]]:
@@ -130,7 +136,8 @@ class TokenMapExplainer:
         target: TargetType,
         forward_args: tuple,
     ) -> TokenMaps:
-        accumulator = self.method.accumulator(self.num_layers, self.cls_index)
+        stages = self.layer_stages if any(self.layer_stages) else None
+        accumulator = self.method.accumulator(self.num_layers, self.cls_index, stages)
         recorder.listener = accumulator
         needs_grad = self.method.needs_gradients
         try:

@@ -2,15 +2,22 @@
 
 * ``"grad_rollout"`` — Chefer, Gur & Wolf (2021b), "Generic Attention-model Explainability":
   ``R = I``; for each layer ``Ā_l = mean_h((∇_A y_t ⊙ A_l)⁺)`` and ``R ← R + Ā_l R``; the map
-  is the class-token row of ``R`` over the patches.
-* ``"attn_gradcam"`` — the attention Grad-CAM baseline of Chefer et al. (2021): last layer,
-  each head's class-token row weighted by the mean of its gradient over the patch entries of
-  that row, averaged over heads, clamped at 0.
+  is the explained row of ``R`` (class-token row, or the mean query of pooled models) over
+  the patches. Swin: ``R_s = ∏ (I + Ā_l)`` inside each stage, joined across patch merging by
+  the children rule (:mod:`~captum_fvit.explain.stages`).
+* ``"attn_gradcam"`` — the attention Grad-CAM baseline of Chefer et al. (2021): one layer
+  (the last by default), each head's explained row weighted by the mean of the explained
+  row of its gradient over the patch entries, averaged over heads, clamped at 0; a Swin
+  layer's map comes down to the first grid by the children rule.
 
-``y_t`` is the logit of the explained class (not its softmax), as in Chefer's code.
+``y_t`` is the logit of the explained class (not its softmax), as in Chefer's code, for
+class-token and pooled models alike. For Swin, ``∇_A y_t`` is 0 for token pairs that do not
+share a window (their probability is structurally 0).
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 
@@ -23,6 +30,7 @@ from .base import (
     resolve_layer,
     run_on_maps,
 )
+from .stages import combine_stage_products, query_rows, to_first_grid
 
 __all__ = [
     "GradientRollout",
@@ -33,11 +41,17 @@ __all__ = [
 
 
 class _GradRolloutAccumulator(TokenMapAccumulator):
-    def __init__(self, num_layers: int, cls_index: int, start: int) -> None:
-        super().__init__(num_layers, cls_index)
+    def __init__(
+        self,
+        num_layers: int,
+        cls_index: int | None,
+        start: int,
+        layer_stages: Sequence[int] | None = None,
+    ) -> None:
+        super().__init__(num_layers, cls_index, layer_stages)
         self.start = start
         self.probs: dict[int, torch.Tensor] = {}
-        self.cams: dict[int, torch.Tensor] = {}
+        self.products: dict[int, torch.Tensor] = {}
 
     def on_attention(self, layer: int, probs: torch.Tensor) -> None:
         if layer >= self.start:
@@ -48,19 +62,20 @@ class _GradRolloutAccumulator(TokenMapAccumulator):
         probs = self.probs.pop(layer, None)
         if probs is None:
             return
-        self.cams[layer] = (at_least_float32(grad) * at_least_float32(probs)).clamp(min=0).mean(1)
+        cam = (at_least_float32(grad) * at_least_float32(probs)).clamp(min=0).mean(1)
+        # Gradients arrive last layer first, so R_s = (I + Ā_L)⋯(I + Ā_l) grows on the right.
+        stage = self.stage_of(layer)
+        product = self.products.get(stage)
+        if product is None:
+            eye = torch.eye(cam.shape[-1], dtype=cam.dtype, device=cam.device)
+            self.products[stage] = eye + cam
+        else:
+            self.products[stage] = product + product @ cam
 
     def result(self, layout: TokenLayout) -> torch.Tensor:
-        if not self.cams:
+        if not self.products:
             raise RuntimeError("grad_rollout needs gradients: call the recorder's backward()")
-        relevance = None
-        for layer in sorted(self.cams):
-            cam = self.cams[layer]
-            if relevance is None:
-                eye = torch.eye(cam.shape[-1], dtype=cam.dtype, device=cam.device)
-                relevance = eye.expand_as(cam)
-            relevance = relevance + cam @ relevance
-        return relevance[:, self.cls_index, layout.patch_slice]
+        return combine_stage_products(self.products, self.cls_index, layout)
 
 
 @register_method
@@ -83,35 +98,58 @@ class GradientRollout(TokenMapMethod):
         start = resolve_layer(self.start_layer, num_layers, "start_layer")
         return list(range(start, num_layers))
 
-    def accumulator(self, num_layers: int, cls_index: int) -> TokenMapAccumulator:
+    def accumulator(
+        self,
+        num_layers: int,
+        cls_index: int | None,
+        layer_stages: Sequence[int] | None = None,
+    ) -> TokenMapAccumulator:
         start = resolve_layer(self.start_layer, num_layers, "start_layer")
-        return _GradRolloutAccumulator(num_layers, cls_index, start)
+        return _GradRolloutAccumulator(num_layers, cls_index, start, layer_stages)
 
     def options(self) -> dict:
         return {"start_layer": self.start_layer}
 
 
 class _GradCAMAccumulator(TokenMapAccumulator):
-    def __init__(self, num_layers: int, cls_index: int, layer: int) -> None:
-        super().__init__(num_layers, cls_index)
+    def __init__(
+        self,
+        num_layers: int,
+        cls_index: int | None,
+        layer: int,
+        layer_stages: Sequence[int] | None = None,
+    ) -> None:
+        super().__init__(num_layers, cls_index, layer_stages)
         self.layer = layer
-        self.row: torch.Tensor | None = None
-        self.grad_row: torch.Tensor | None = None
+        self.probs: torch.Tensor | None = None
+        self.grad: torch.Tensor | None = None
+
+    def _keep(self, tensor: torch.Tensor) -> torch.Tensor:
+        tensor = at_least_float32(tensor)
+        if self.cls_index is not None and self.stage_of(self.layer) == 0:
+            return tensor[:, :, self.cls_index, :]  # the row is all we need
+        return tensor  # the mean query needs the layout's patch rows
 
     def on_attention(self, layer: int, probs: torch.Tensor) -> None:
         if layer == self.layer:
-            self.row = at_least_float32(probs[:, :, self.cls_index, :])
+            self.probs = self._keep(probs)
 
     def on_gradient(self, layer: int, grad: torch.Tensor) -> None:
         if layer == self.layer:
-            self.grad_row = at_least_float32(grad[:, :, self.cls_index, :])
+            self.grad = self._keep(grad)
 
     def result(self, layout: TokenLayout) -> torch.Tensor:
-        if self.row is None or self.grad_row is None:
+        if self.probs is None or self.grad is None:
             raise RuntimeError("attn_gradcam needs gradients: call the recorder's backward()")
-        patches = layout.patch_slice
-        weights = self.grad_row[:, :, patches].mean(dim=-1, keepdim=True)
-        return (weights * self.row[:, :, patches]).mean(dim=1).clamp(min=0)
+        stage = self.stage_of(self.layer)
+        rows, grad_rows = self.probs, self.grad
+        if rows.dim() == 4:
+            rows = query_rows(rows, self.cls_index, layout, stage)
+            grad_rows = query_rows(grad_rows, self.cls_index, layout, stage)
+        patches = layout.stage_patch_slice(stage)
+        weights = grad_rows[:, :, patches].mean(dim=-1, keepdim=True)
+        cam = (weights * rows[:, :, patches]).mean(dim=1).clamp(min=0)
+        return to_first_grid(cam, layout, stage)
 
 
 @register_method
@@ -133,8 +171,15 @@ class AttentionGradCAM(TokenMapMethod):
     def layers(self, num_layers: int) -> list[int]:
         return [resolve_layer(self.layer, num_layers)]
 
-    def accumulator(self, num_layers: int, cls_index: int) -> TokenMapAccumulator:
-        return _GradCAMAccumulator(num_layers, cls_index, resolve_layer(self.layer, num_layers))
+    def accumulator(
+        self,
+        num_layers: int,
+        cls_index: int | None,
+        layer_stages: Sequence[int] | None = None,
+    ) -> TokenMapAccumulator:
+        return _GradCAMAccumulator(
+            num_layers, cls_index, resolve_layer(self.layer, num_layers), layer_stages
+        )
 
     def options(self) -> dict:
         return {"layer": self.layer}

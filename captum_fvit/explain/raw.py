@@ -1,10 +1,17 @@
-"""Raw attention: the class token's attention to the patches in one layer.
+"""Raw attention: the explained row of one layer's attention over the patches.
 
-``map = fuse_h A_l[cls, patches]`` with ``fuse`` the mean, max or min over heads (THEORY §3).
-Only the class-token row of the chosen layer is kept, and only that layer is unfused.
+``map = fuse_h q A_l`` with ``q`` the explained row — the class token's row, or for pooled
+models the mean query ``(1/P) Σ_{i ∈ patches} A_l[i, :]`` (the attention each token
+receives on average) — and ``fuse`` the mean, max or min over heads (THEORY §3; the heads
+are fused after taking the row). For a Swin layer in stage ``s`` the map lives on the
+stage-``s`` grid and comes down to the first grid by the children rule
+(:mod:`~captum_fvit.explain.stages`). Only the chosen layer is unfused; a class-token model
+keeps only that row.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 
@@ -19,30 +26,48 @@ from .base import (
     resolve_layer,
     run_on_maps,
 )
+from .stages import query_rows, to_first_grid
 
 __all__ = ["RawAttention", "raw_attention"]
 
 
 class _RawAccumulator(TokenMapAccumulator):
-    def __init__(self, num_layers: int, cls_index: int, layer: int, head_fusion: str) -> None:
-        super().__init__(num_layers, cls_index)
+    def __init__(
+        self,
+        num_layers: int,
+        cls_index: int | None,
+        layer: int,
+        head_fusion: str,
+        layer_stages: Sequence[int] | None = None,
+    ) -> None:
+        super().__init__(num_layers, cls_index, layer_stages)
         self.layer = layer
         self.head_fusion = head_fusion
-        self.row: torch.Tensor | None = None
+        self.kept: torch.Tensor | None = None
 
     def on_attention(self, layer: int, probs: torch.Tensor) -> None:
-        if layer == self.layer:
-            self.row = fuse_heads(at_least_float32(probs[:, :, self.cls_index, :]), self.head_fusion)
+        if layer != self.layer:
+            return
+        probs = at_least_float32(probs)
+        if self.cls_index is not None and self.stage_of(layer) == 0:
+            self.kept = probs[:, :, self.cls_index, :]  # the row is all we need
+        else:
+            self.kept = probs  # the mean query needs the layout's patch rows
 
     def result(self, layout: TokenLayout) -> torch.Tensor:
-        if self.row is None:
+        if self.kept is None:
             raise RuntimeError(f"layer {self.layer} was not recorded")
-        return self.row[:, layout.patch_slice]
+        stage = self.stage_of(self.layer)
+        rows = self.kept if self.kept.dim() == 3 else query_rows(
+            self.kept, self.cls_index, layout, stage
+        )
+        fused = fuse_heads(rows, self.head_fusion)
+        return to_first_grid(fused[:, layout.stage_patch_slice(stage)], layout, stage)
 
 
 @register_method
 class RawAttention(TokenMapMethod):
-    """Raw attention of the class token in one layer.
+    """Raw attention of the explained row (class token or mean query) in one layer.
 
     Parameters
     ----------
@@ -61,9 +86,14 @@ class RawAttention(TokenMapMethod):
     def layers(self, num_layers: int) -> list[int]:
         return [resolve_layer(self.layer, num_layers)]
 
-    def accumulator(self, num_layers: int, cls_index: int) -> TokenMapAccumulator:
+    def accumulator(
+        self,
+        num_layers: int,
+        cls_index: int | None,
+        layer_stages: Sequence[int] | None = None,
+    ) -> TokenMapAccumulator:
         layer = resolve_layer(self.layer, num_layers)
-        return _RawAccumulator(num_layers, cls_index, layer, self.head_fusion)
+        return _RawAccumulator(num_layers, cls_index, layer, self.head_fusion, layer_stages)
 
     def options(self) -> dict:
         return {"layer": self.layer, "head_fusion": self.head_fusion}

@@ -2,14 +2,21 @@
 
 Each layer's heads are fused, the residual connection is modelled by adding the identity,
 rows are renormalised, and the layers are multiplied:
-``Â_l = rownorm((fuse_h A_l + I) / 2)``, ``R = Â_L ⋯ Â_s`` (``s`` the start layer); the map is
-the class-token row of ``R`` over the patch tokens (THEORY §3).
+``Â_l = rownorm((fuse_h A_l + I) / 2)``, ``R = Â_L ⋯ Â_s`` (``s`` the start layer); the map
+is the explained row of ``R`` (class-token row, or the mean query of pooled models) over the
+patch tokens (THEORY §3).
 
-The product is accumulated while the model runs (``R ← Â_l R``), so memory holds one
-``N×T×T`` matrix whatever the depth.
+Swin: the product runs inside each stage, ``R_s = ∏ Â_l`` over the stage's layers, and
+across a patch merging by the children rule, ``R = R_S M_{S-1} R_{S-1} ⋯ M_0 R_0``
+(:mod:`~captum_fvit.explain.stages`); the map is the mean row of ``R``, on the first grid.
+
+The product of each stage is accumulated while the model runs (``R_s ← Â_l R_s``), so memory
+holds one ``N×T_s×T_s`` matrix per stage whatever the depth.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 
@@ -24,6 +31,7 @@ from .base import (
     resolve_layer,
     run_on_maps,
 )
+from .stages import combine_stage_products
 
 __all__ = ["AttentionRollout", "attention_rollout"]
 
@@ -38,13 +46,19 @@ def residual_attention(fused: torch.Tensor, residual: bool) -> torch.Tensor:
 
 class _RolloutAccumulator(TokenMapAccumulator):
     def __init__(
-        self, num_layers: int, cls_index: int, start: int, head_fusion: str, residual: bool
+        self,
+        num_layers: int,
+        cls_index: int | None,
+        start: int,
+        head_fusion: str,
+        residual: bool,
+        layer_stages: Sequence[int] | None = None,
     ) -> None:
-        super().__init__(num_layers, cls_index)
+        super().__init__(num_layers, cls_index, layer_stages)
         self.start = start
         self.head_fusion = head_fusion
         self.residual = residual
-        self.product: torch.Tensor | None = None
+        self.products: dict[int, torch.Tensor] = {}
         self.last_layer = -1
 
     def on_attention(self, layer: int, probs: torch.Tensor) -> None:
@@ -56,12 +70,14 @@ class _RolloutAccumulator(TokenMapAccumulator):
         step = residual_attention(
             fuse_heads(at_least_float32(probs), self.head_fusion), self.residual
         )
-        self.product = step if self.product is None else step @ self.product
+        stage = self.stage_of(layer)
+        product = self.products.get(stage)
+        self.products[stage] = step if product is None else step @ product
 
     def result(self, layout: TokenLayout) -> torch.Tensor:
-        if self.product is None:
+        if not self.products:
             raise RuntimeError("no attention layer was recorded for rollout")
-        return self.product[:, self.cls_index, layout.patch_slice]
+        return combine_stage_products(self.products, self.cls_index, layout)
 
 
 @register_method
@@ -89,9 +105,16 @@ class AttentionRollout(TokenMapMethod):
         start = resolve_layer(self.start_layer, num_layers, "start_layer")
         return list(range(start, num_layers))
 
-    def accumulator(self, num_layers: int, cls_index: int) -> TokenMapAccumulator:
+    def accumulator(
+        self,
+        num_layers: int,
+        cls_index: int | None,
+        layer_stages: Sequence[int] | None = None,
+    ) -> TokenMapAccumulator:
         start = resolve_layer(self.start_layer, num_layers, "start_layer")
-        return _RolloutAccumulator(num_layers, cls_index, start, self.head_fusion, self.residual)
+        return _RolloutAccumulator(
+            num_layers, cls_index, start, self.head_fusion, self.residual, layer_stages
+        )
 
     def options(self) -> dict:
         return {
