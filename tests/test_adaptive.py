@@ -1,0 +1,237 @@
+"""Differentiable DDS, adaptive attacks, baselines, Monte-Carlo floor, certificate checks and
+the paper preset, against hand-checkable cases.
+
+The main toy is a "probit ViT" registered through a custom attention adapter: one attention
+layer whose class-token row over its two patch tokens is ``(Φ(z), 1 − Φ(z))`` with
+``z = w·x + b`` (x in [0, 1] pixels), and whose two logits are ``log Φ(v), log Φ(−v)`` with
+``v = u·x + c``. With the identity denoiser and Gaussian noise δ ~ N(0, σ²I) everything
+has a closed form (E[Φ(a + w·δ)] = Φ(a / √(1 + σ²‖w‖²))):
+
+* the DDS mean map (raw attention): ``g₁(x) = Φ(z/s_w)``, ``∇g₁ = φ(z/s_w)/s_w · w``;
+* the smoothed softmax: ``p̄₀(x) = Φ(v/s_u)``, ``∇(−log p̄₀) = −φ(v/s_u)/(s_u Φ(v/s_u)) · u``;
+* the vote-smoothed map for k = 1: ``P(token 1 in top-1) = Φ(z/(σ‖w‖))``; the exact ℓ2
+  distance at which the smoothed top token flips is ``z/‖w‖``.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from contextlib import ExitStack
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_timm_vit, model_state
+from scipy import stats as sps
+from torch import nn
+
+from captum_fvit import DDSAttention, FaithfulRegion
+from captum_fvit.attention import AttentionAdapter, register_adapter
+from captum_fvit.evaluate.adaptive import adaptive_topk, smooth_pgd
+from captum_fvit.evaluate.differentiable import DifferentiableDDS
+from captum_fvit.explain.base import at_least_float32, graph_kept, keep_graph
+from captum_fvit.noise import draw_noise
+from captum_fvit.space import Normalization
+
+SIGMA = 0.25
+IDENTITY = Normalization((0.0,), (1.0,))
+
+
+class _Probe(nn.Module):
+    def forward(self, probs: torch.Tensor) -> torch.Tensor:
+        return probs
+
+
+class ProbitViT(nn.Module):
+    """1×8×16 images (two 8×8 patches); see the module docstring."""
+
+    def __init__(self, w: torch.Tensor, b: float, u: torch.Tensor, c: float) -> None:
+        super().__init__()
+        self.register_buffer("w", w.reshape(-1).clone())
+        self.register_buffer("u", u.reshape(-1).clone())
+        self.b, self.c = float(b), float(c)
+        self.attn = _Probe()
+        self.cls_token = nn.Parameter(torch.zeros(1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        flat = x.flatten(1)
+        p = torch.special.ndtr(flat @ self.w + self.b)
+        n = x.shape[0]
+        probs = torch.zeros(n, 1, 3, 3, dtype=x.dtype, device=x.device)
+        probs = probs + torch.eye(3, dtype=x.dtype)  # patch rows attend to themselves
+        row = torch.stack([torch.zeros_like(p), p, 1 - p], dim=1)
+        probs = torch.cat([row[:, None, None, :], probs[:, :, 1:, :]], dim=2)
+        probs = self.attn(probs)
+        v = flat @ self.u + self.c
+        logits = torch.stack([torch.special.log_ndtr(v), torch.special.log_ndtr(-v)], dim=1)
+        return logits + 0 * probs[:, 0, 0, :2]
+
+
+class ProbitAdapter(AttentionAdapter):
+    family = "probit-toy"
+
+    def matches(self, model: nn.Module) -> bool:
+        return isinstance(model, ProbitViT)
+
+    def attention_modules(self, model: nn.Module) -> list[nn.Module]:
+        return [model.attn]
+
+    def patch_size(self, model: nn.Module) -> tuple[int, int]:
+        return (8, 8)
+
+    def num_prefix_tokens(self, model: nn.Module) -> int:
+        return 1
+
+    def attach(self, model, layers, emit, stack: ExitStack) -> None:
+        def hook(_module, _args, probs):
+            emit(0, probs, probs, None)
+
+        stack.callback(model.attn.register_forward_hook(hook).remove)
+
+
+register_adapter(ProbitAdapter())
+
+
+def _unit(seed: int, scale: float) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    v = torch.randn(128, generator=g, dtype=torch.float64)
+    return v / v.norm() * scale
+
+
+def make_toy(w_norm=4.0, u_norm=4.0, b=0.0, c=0.0) -> ProbitViT:
+    w = _unit(1, w_norm)
+    u = _unit(2, u_norm)
+    u = u - (u @ w) / (w @ w) * w  # the label direction is orthogonal to the map's
+    u = u / u.norm() * u_norm
+    return ProbitViT(w, b, u, c).double().eval()
+
+
+def toy_image(model: ProbitViT, z: float, v: float) -> torch.Tensor:
+    """A 1×1×8×16 image in (0, 1) with w·x + b = z and u·x + c = v exactly."""
+    base = torch.full((128,), 0.5, dtype=torch.float64)
+    w, u = model.w, model.u
+    base = base + (z - (base @ w + model.b)) / (w @ w) * w
+    base = base + (v - (base @ u + model.c)) / (u @ u) * u
+    assert base.min() > 0 and base.max() < 1
+    return base.view(1, 1, 8, 16)
+
+
+# -- keep_graph ----------------------------------------------------------------------------
+def test_keep_graph_is_scoped_and_stops_detaching():
+    x = torch.rand(3, requires_grad=True)
+    assert not graph_kept() and not at_least_float32(x * 2).requires_grad
+    with keep_graph():
+        assert graph_kept()
+        y = at_least_float32((x * 2).half())
+        assert y.requires_grad and y.dtype == torch.float32
+    assert not graph_kept()
+
+
+# -- closed forms: values and EOT gradients ------------------------------------------------
+def test_eot_gradient_of_the_map_is_unbiased_and_equals_the_per_sample_average():
+    model = make_toy()
+    z, v = 0.6, 0.3
+    x = toy_image(model, z, v)
+    n = 3000
+    dds = DifferentiableDDS(model, None, "raw", SIGMA, normalization=IDENTITY, chunk_size=512)
+    est = dds.gradient(x, n, seed=4, map_weights={"raw": torch.tensor([[1.0, 0.0]])})
+    w = model.w.numpy()
+    # Independent reference: the same noise draws, per-sample gradient φ(z + w·δ_s)·w.
+    delta = draw_noise(4, 0, n, (1, 8, 16), SIGMA).double().flatten(1).numpy()
+    per_sample = sps.norm.pdf(z + delta @ w)
+    np.testing.assert_allclose(est.grad.flatten().numpy(), per_sample.mean() * w, rtol=1e-5, atol=1e-9)
+    np.testing.assert_allclose(est.maps["raw"][0, 0].item(), sps.norm.cdf(z + delta @ w).mean(), rtol=1e-6)
+    # Unbiased: the closed form lies within 4 standard errors of the estimate.
+    s_w = math.sqrt(1 + SIGMA**2 * float(model.w @ model.w))
+    exact = sps.norm.pdf(z / s_w) / s_w
+    coefficient = float(est.grad.flatten() @ model.w) / float(model.w @ model.w)
+    se = per_sample.std(ddof=1) / math.sqrt(n)
+    assert abs(coefficient - exact) < 4 * se
+    value_se = sps.norm.cdf(z + delta @ w).std(ddof=1) / math.sqrt(n)
+    assert abs(est.maps["raw"][0, 0].item() - sps.norm.cdf(z / s_w)) < 4 * value_se
+
+
+def test_smoothed_softmax_loss_gradient_matches_the_closed_form():
+    model = make_toy(u_norm=3.0)
+    z, v = 0.2, 0.5
+    x = toy_image(model, z, v)
+    n = 4000
+    dds = DifferentiableDDS(model, None, "raw", SIGMA, normalization=IDENTITY, chunk_size=1000)
+
+    def ce(maps, probs):
+        return -probs[:, 0].log()
+
+    values, est = dds.loss_gradient(x, n, seed=9, loss=ce)
+    s_u = math.sqrt(1 + SIGMA**2 * float(model.u @ model.u))
+    p = sps.norm.cdf(v / s_u)
+    exact = -sps.norm.pdf(v / s_u) / (s_u * p)
+    coefficient = float(est.grad.flatten() @ model.u) / float(model.u @ model.u)
+    # The map direction w does not enter the softmax: no gradient along it.
+    assert abs(float(est.grad.flatten() @ model.w)) < 1e-8
+    assert abs(coefficient - exact) < 0.06 * abs(exact)
+    assert abs(math.exp(-values.item()) - p) < 0.02
+
+
+def test_chunking_does_not_change_values_or_gradients():
+    model = make_toy()
+    x = torch.cat([toy_image(model, 0.4, 0.1), toy_image(model, -0.3, 0.2)])
+    weights = {"raw": torch.tensor([[1.0, -0.5], [0.3, 2.0]], dtype=torch.float64)}
+    results = []
+    for chunk in (3, 8, 1000):
+        dds = DifferentiableDDS(model, None, "raw", SIGMA, normalization=IDENTITY, chunk_size=chunk)
+        results.append(dds.gradient(x, 37, seed=2, map_weights=weights))
+    for other in results[1:]:
+        torch.testing.assert_close(other.grad, results[0].grad, rtol=1e-10, atol=1e-12)
+        torch.testing.assert_close(other.maps["raw"], results[0].maps["raw"], rtol=1e-10, atol=1e-12)
+        assert torch.equal(other.class_counts, results[0].class_counts)
+
+
+# -- the real pipeline: UNet denoiser, timm ViT, second-order grad_rollout ------------------
+@pytest.fixture(scope="module")
+def unet_denoiser():
+    from diffusers import DDPMScheduler, UNet2DModel
+
+    from captum_fvit.denoise import DiffusionDenoiser
+
+    torch.manual_seed(0)
+    unet = UNet2DModel(
+        sample_size=32, block_out_channels=(16, 32), layers_per_block=1,
+        down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
+        norm_num_groups=8,
+    ).double()
+    return DiffusionDenoiser(unet, DDPMScheduler(num_train_timesteps=1000))
+
+
+def test_gradient_through_unet_and_grad_rollout_matches_finite_differences(unet_denoiser):
+    model = copy.deepcopy(make_timm_vit(depth=2)).double()
+    state = model_state(model)
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    x = 0.1 + 0.8 * x
+    weights = torch.randn(2, 16, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    dds = DifferentiableDDS(
+        model, unet_denoiser, ["grad_rollout", "rollout"], 0.1, chunk_size=3,
+    )
+    assert unet_denoiser.differentiable is False  # the caller's denoiser is not changed
+    target = torch.tensor([1, 3])
+    est = dds.gradient(x, 2, seed=5, map_weights={"grad_rollout": weights}, target=target)
+    assert model_state(model) == state and all(p.grad is None for p in model.parameters())
+    direction = torch.randn(x.shape, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    h = 1e-5
+
+    def objective(pixels):
+        maps = dds.estimate(pixels, 2, seed=5, target=target).maps["grad_rollout"]
+        return float((weights * maps).sum())
+
+    numeric = (objective(x + h * direction) - objective(x - h * direction)) / (2 * h)
+    analytic = float((est.grad * direction).sum())
+    assert abs(analytic) > 1e-6
+    assert abs(numeric - analytic) <= 1e-4 * abs(analytic) + 1e-9
+    # Other chunking, same gradient; and its values equal DDSAttention's (same seed, stream 0).
+    again = DifferentiableDDS(model, unet_denoiser, ["grad_rollout", "rollout"], 0.1, chunk_size=4)
+    other = again.gradient(x, 2, seed=5, map_weights={"grad_rollout": weights}, target=target)
+    torch.testing.assert_close(other.grad, est.grad, rtol=1e-9, atol=1e-12)
+    normalization = dds.normalization
+    reference = DDSAttention(model, unet_denoiser, "rollout", sigma=0.1, n_samples=2, autocast=False)
+    details = reference.details(normalization.from_pixels(x), seed=5)
+    torch.testing.assert_close(est.maps["rollout"], details.mean.to(torch.float64), rtol=1e-6, atol=1e-9)
