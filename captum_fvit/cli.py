@@ -49,14 +49,17 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     ev.add_argument("--data", default="shapes", help="'shapes', a folder with images/ (and masks/), or gtsegs_ijcv.mat")
-    ev.add_argument("--model", default="default", help="'default', 'timm:NAME' or 'package.module:callable'")
-    ev.add_argument("--denoiser", default="default", help="'default', 'identity', 'adm:PATH', or a diffusers folder/hub id")
-    ev.add_argument("--image-size", type=int, default=None, help="resize images to this size (default: the model's)")
+    ev.add_argument("--labels", default=None, help="image folders with class subfolders: a JSON file (folder name → class id) or text file (one folder name per class id), 'index' or 'none'")
+    ev.add_argument("--model", default="default", help="'default', 'timm:NAME' or 'package.module:factory' (imported from the current directory)")
+    ev.add_argument("--checkpoint", default=None, help="local weights (.safetensors or torch state dict) for --model")
+    ev.add_argument("--denoiser", default="default", help="'default', 'identity', 'adm:FILE', a diffusers folder or hub id, or 'package.module:factory'")
+    ev.add_argument("--image-size", type=int, default=None, help="square input size in pixels (default: the model's)")
     ev.add_argument("--methods", nargs="+", default=["raw", "rollout", "grad_rollout"])
     ev.add_argument("--variants", nargs="+", default=["vanilla", "dds"], choices=["vanilla", "dds"])
-    ev.add_argument("--attack", default="pgd", help="pgd, eot_pgd or none")
+    ev.add_argument("--attack", default="pgd", help="pgd, eot_pgd, topk or none")
     ev.add_argument("--norm", default="linf", choices=["linf", "l2"])
     ev.add_argument("--eps", nargs="+", type=float, default=[0, 2, 4, 8], help="attack radii in 1/255 pixel units")
+    ev.add_argument("--attack-steps", type=int, default=10)
     ev.add_argument("--sigma", type=float, default=0.25, help="DDS noise std, [0,1] pixel units")
     ev.add_argument("--samples", type=int, default=16, help="DDS noise samples per image")
     ev.add_argument("--k", type=int, default=10, help="top-k size")
@@ -65,8 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--n-images", type=int, default=None, help="evaluate only this many images")
     ev.add_argument("--batch-size", type=int, default=16)
     ev.add_argument("--seed", type=int, default=0)
-    ev.add_argument("--device", default="cpu")
+    ev.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (under torchrun: cuda = cuda:LOCAL_RANK)")
     ev.add_argument("--out", default="captum_fvit_eval", help="output folder (created)")
+    ev.add_argument("--resume", action="store_true", help="continue an interrupted run in --out (same options)")
+    ev.add_argument("--no-progress", action="store_true", help="no progress bar")
+    for sub in (demo, ev, train):
+        sub.add_argument("--debug", action="store_true", help="show tracebacks of errors")
     return parser
 
 
@@ -84,40 +91,127 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_device(device: str) -> str:
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"--device {device!r} is not a device; use cpu, cuda or cuda:N") from None
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {device} was asked for but CUDA is not available; use --device cpu")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s)")
+    return device
+
+
+def _init_distributed(device: str):
+    """Under torchrun (WORLD_SIZE > 1) join the process group: NCCL on CUDA, gloo on CPU."""
+    import os
+
+    import torch
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+        return device, False
+    cuda = torch.device(device).type == "cuda"
+    if cuda:
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        device = f"cuda:{local}"
+    dist.init_process_group(backend="nccl" if cuda else "gloo")
+    return device, True
+
+
+def _check_image_size(model, size: int, device: str) -> None:
+    import torch
+
+    if size < 1:
+        raise ValueError(f"--image-size must be a positive number of pixels, got {size}")
+    from .model_io import logits_of
+
+    try:
+        with torch.no_grad():
+            logits_of(model(torch.zeros(1, 3, size, size, device=device)))
+    except Exception as err:  # noqa: BLE001 - whatever the model says, the size is the cause
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ValueError(
+            f"the model does not accept {size}x{size} images (--image-size {size}): {first}"
+        ) from None
+
+
 def _evaluate(args: argparse.Namespace) -> int:
+    import warnings
+
     from .demo import prepare_output_dir
+    from .evaluate.distributed import current_shard
     from .evaluate.runner import EvaluationConfig, evaluate, write_report
-    from .evaluate.specs import resolve_dataset, resolve_denoiser, resolve_model
+    from .evaluate.specs import resolve_dataset, resolve_denoiser, resolve_model, timm_data_config
 
     if any(e < 0 for e in args.eps):
         raise ValueError(f"--eps must be ≥ 0 (1/255 units), got {args.eps}")
-    out = prepare_output_dir(args.out)
-    model = resolve_model(args.model, args.device)
-    denoiser = resolve_denoiser(args.denoiser, args.device)
-    image_size = args.image_size or _model_image_size(model)
-    dataset = resolve_dataset(args.data, image_size, args.n_images)
-    config = EvaluationConfig(
-        methods=args.methods,
-        variants=args.variants,
-        eps=[e / 255 for e in args.eps],
-        attack=args.attack,
-        norm=args.norm,
-        sigma=args.sigma,
-        n_samples=args.samples,
-        k=args.k,
-        certify=args.certify,
-        certify_n=args.certify_n,
-        batch_size=args.batch_size,
-        seed=args.seed,
-    )
-    result = evaluate(
-        model, dataset, denoiser=denoiser, config=config, n_images=args.n_images, device=args.device
-    )
-    paths = write_report(result, out)
-    from .evaluate.report import markdown_table
+    if args.n_images is not None and args.n_images < 1:
+        raise ValueError(f"--n-images must be at least 1, got {args.n_images}")
+    device, joined = _init_distributed(_check_device(args.device))
+    try:
+        shard = current_shard()
+        config = EvaluationConfig(
+            methods=args.methods,
+            variants=args.variants,
+            eps=[e / 255 for e in args.eps],
+            attack=args.attack,
+            norm=args.norm,
+            attack_steps=args.attack_steps,
+            sigma=args.sigma,
+            n_samples=args.samples,
+            k=args.k,
+            certify=args.certify,
+            certify_n=args.certify_n,
+            batch_size=args.batch_size,
+            seed=args.seed,
+        )
+        config.validate()
+        out = prepare_output_dir(args.out)
+        model = resolve_model(args.model, device, args.checkpoint)
+        denoiser = resolve_denoiser(args.denoiser, device)
+        data_config = timm_data_config(model)
+        image_size = args.image_size if args.image_size is not None else _model_image_size(model)
+        _check_image_size(model, image_size, device)
+        crop_pct = float(data_config.get("crop_pct", 1.0) or 1.0) if args.model != "default" else 1.0
+        dataset = resolve_dataset(
+            args.data, image_size, args.n_images, labels=args.labels, crop_pct=min(crop_pct, 1.0)
+        )
+        if args.denoiser == "default" and args.data != "shapes" and shard.is_main:
+            warnings.warn(
+                "the bundled default denoiser was trained only on the procedural shapes "
+                f"benchmark; on {args.data} its denoised images are off-distribution — use a "
+                "denoiser trained on your data (--denoiser adm:FILE, a diffusers folder, or "
+                "package.module:factory)",
+                stacklevel=1,
+            )
+        setup = {
+            "model": args.model + (f" (weights {args.checkpoint})" if args.checkpoint else ""),
+            "denoiser": args.denoiser,
+            "data": f"{args.data} ({len(dataset)} images, {image_size}x{image_size} px)",
+        }
+        result = evaluate(
+            model, dataset, denoiser=denoiser, config=config, n_images=args.n_images,
+            device=device, progress=not args.no_progress, out_dir=out, resume=args.resume,
+            setup=setup,
+        )  # fmt: skip
+        if shard.is_main:
+            paths = write_report(result, out)
+            from .evaluate.report import markdown_table
 
-    print(markdown_table(result.rows, ["method", "variant", "eps_255", "topk_overlap", "spearman"]))
-    print(f"wrote {paths['json']}, {paths['markdown']} and {paths['html']}")
+            print(markdown_table(result.rows, ["method", "variant", "eps_255", "topk_overlap", "spearman"]))
+            print(f"wrote {paths['json']}, {paths['csv']}, {paths['markdown']} and {paths['html']}")
+        shard.barrier()
+    finally:
+        if joined:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
     return 0
 
 
@@ -136,7 +230,11 @@ def _model_image_size(model) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``captum-fvit`` console script."""
+    """Entry point of the ``captum-fvit`` console script (and ``python -m captum_fvit``).
+
+    User errors (bad files, options, models, devices) print one line and return 2; other
+    failures print one line and return 1. ``--debug`` shows the traceback instead.
+    """
     from .models.manifest import BundleError
 
     args = build_parser().parse_args(argv)
@@ -149,10 +247,29 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .models.train import run_from_args
 
             return run_from_args(args)
-    except (ValueError, FileNotFoundError, BundleError) as err:
-        print(f"captum-fvit {args.command}: error: {err}", file=sys.stderr)
+    except (ValueError, FileNotFoundError, BundleError, ImportError) as err:
+        if getattr(args, "debug", False):
+            raise
+        print(f"captum-fvit {args.command}: error: {_one_line(err)}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"captum-fvit {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001 - one line unless --debug
+        if getattr(args, "debug", False):
+            raise
+        print(
+            f"captum-fvit {args.command}: internal error: {type(err).__name__}: {_one_line(err)} "
+            "(rerun with --debug for the traceback)",
+            file=sys.stderr,
+        )
+        return 1
     return 1  # pragma: no cover - argparse rejects unknown commands
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return text or type(err).__name__
 
 
 if __name__ == "__main__":  # pragma: no cover
