@@ -49,6 +49,8 @@ from typing import Any, Iterator, Mapping, NamedTuple
 import torch
 from torch import Tensor
 
+from ..weight_files import check_state_dict, load_torch_checkpoint
+
 __all__ = [
     "ADM_256_UNCOND",
     "ADMConfig",
@@ -59,6 +61,7 @@ __all__ = [
     "load_guided_diffusion",
 ]
 
+_ADM_URL = "https://github.com/openai/guided-diffusion"
 _GROUPS = 32  # ADM's normalization() is always GroupNorm(32, C, eps=1e-5)
 _EPS = 1e-5
 
@@ -467,17 +470,25 @@ def convert_adm_state_dict(
 
 def _load_checkpoint(path_or_state_dict: str | os.PathLike | Mapping[str, Tensor]) -> Mapping[str, Tensor]:
     if isinstance(path_or_state_dict, Mapping):
+        check_state_dict(path_or_state_dict, "the state dict passed to load_guided_diffusion")
         return path_or_state_dict
+    if not isinstance(path_or_state_dict, (str, os.PathLike)):
+        raise TypeError(
+            "load_guided_diffusion needs the path of an OpenAI guided-diffusion .pt file or its "
+            f"state dict, got {type(path_or_state_dict).__name__}"
+        )
     path = os.fspath(path_or_state_dict)
-    if not os.path.isfile(path):
+    if not os.path.exists(path):
         raise FileNotFoundError(
             f"ADM checkpoint {path!r} not found; download e.g. 256x256_diffusion_uncond.pt from "
-            "https://github.com/openai/guided-diffusion and pass its local path."
+            f"{_ADM_URL} and pass its local path."
         )
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
-        state = state["state_dict"]
-    return state
+    name = os.path.basename(path.rstrip("/\\")) or "the checkpoint"
+    fix = (
+        f"download {name} again (OpenAI's guided-diffusion checkpoints, e.g. "
+        f"256x256_diffusion_uncond.pt, are linked from {_ADM_URL}) and pass its local path"
+    )
+    return load_torch_checkpoint(path_or_state_dict, fix)
 
 
 def load_guided_diffusion(
@@ -513,10 +524,16 @@ def load_guided_diffusion(
 
     Raises
     ------
+    FileNotFoundError
+        If the path does not exist (the message says where to download the checkpoint).
+    ValueError
+        If the file is empty, truncated, not a PyTorch checkpoint or holds pickled Python
+        objects (each message names the file and says to download it again), or if a
+        tensor's shape differs from the architecture's.
+    TypeError
+        If the file or mapping is not a state dict of tensors.
     KeyError
         If any checkpoint tensor is unaccounted for or missing.
-    ValueError
-        If a tensor's shape differs from the architecture's.
     """
     from diffusers import DDPMScheduler, UNet2DModel
 

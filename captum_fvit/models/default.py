@@ -17,6 +17,7 @@ from torch import nn
 
 from ..denoise import DiffusionDenoiser
 from ..space import Normalization, resolve_normalization
+from ..weight_files import check_json, check_safetensors
 from .denoiser import load_denoiser
 from .manifest import FIX_HINT, BundleError, read_manifest, verify_bundle
 from .vit import load_vit
@@ -95,12 +96,26 @@ def load_default(
     Raises
     ------
     BundleError
-        If a file is missing or corrupt (the message says how to restore it: reinstall
-        captum-fvit, or ``captum-fvit train-default``).
+        A :class:`ValueError`: if a file is missing, corrupt or (also with ``verify=False``)
+        an empty or truncated safetensors file; the message names the file and how to restore
+        it (reinstall captum-fvit, or ``captum-fvit train-default``).
     """
+    from safetensors import SafetensorError
+
     folder = Path(path) if path is not None else DEFAULT_WEIGHTS_DIR
     manifest = verify_bundle(folder) if verify else read_manifest(folder)
     layout = manifest.get("layout", {"vit": "vit", "unet": "unet", "scheduler": "scheduler"})
+    # Without the hash check, a damaged file would reach the loaders, whose errors name neither
+    # the file nor the cause: check every config's JSON and every safetensors header and size.
+    for part in (layout["vit"], layout["unet"], layout["scheduler"]):
+        for file in sorted((folder / part).glob("*")):
+            try:
+                if file.suffix == ".json":
+                    check_json(file, FIX_HINT)
+                elif file.suffix == ".safetensors":
+                    check_safetensors(file, FIX_HINT)
+            except (FileNotFoundError, ValueError) as err:
+                raise BundleError(f"the weights bundle at {folder} is damaged: {err}") from None
     try:
         model = load_vit(folder / layout["vit"], device=device)
         denoiser = load_denoiser(
@@ -111,7 +126,7 @@ def load_default(
             local_files_only=True,
             **denoiser_kwargs,
         )
-    except (OSError, ValueError, RuntimeError, KeyError) as err:
+    except (OSError, ValueError, RuntimeError, KeyError, SafetensorError) as err:
         if isinstance(err, BundleError):
             raise
         raise BundleError(f"cannot load the weights bundle at {folder} ({err}); {FIX_HINT}") from err

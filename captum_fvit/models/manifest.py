@@ -37,8 +37,12 @@ FIX_HINT = (
 )
 
 
-class BundleError(RuntimeError):
-    """A weights bundle is missing, incomplete or corrupt; the message names the fix."""
+class BundleError(ValueError, RuntimeError):
+    """A weights bundle is missing, incomplete or corrupt; the message names the file and the fix.
+
+    A :class:`ValueError` (bad input files), and a :class:`RuntimeError` for code written
+    against earlier versions.
+    """
 
 
 def file_sha256(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:

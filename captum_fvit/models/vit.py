@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from ..data import CLASS_NAMES
+from ..weight_files import check_json, check_safetensors
 
 __all__ = [
     "DEFAULT_VIT_ARCHITECTURE",
@@ -56,6 +57,7 @@ DEFAULT_VIT_KWARGS: dict[str, Any] = {
 
 _WEIGHTS_FILE = "model.safetensors"
 _CONFIG_FILE = "config.json"
+_FIX = "save the model again (captum_fvit.models.save_vit or timm.models.save_for_hf) or download it again"
 
 
 def vit_pretrained_cfg(
@@ -198,7 +200,8 @@ def load_vit(
         If a path is given that does not exist or lacks the files named above.
     ValueError
         If a bare ``.safetensors`` file comes with neither a ``config.json`` nor
-        ``architecture``.
+        ``architecture``, or if a local weights file is empty, truncated or not a safetensors
+        file (the message names the file and the fix).
     """
     import timm
 
@@ -230,6 +233,9 @@ def load_vit(
                     f"{folder} is not a timm model folder: {needed} is missing (save models with "
                     "captum_fvit.models.save_vit or timm.models.save_for_hf)"
                 )
+        check_json(folder / _CONFIG_FILE, _FIX)
+        if pretrained:
+            check_safetensors(folder / _WEIGHTS_FILE, _FIX)
         model = timm.create_model(f"local-dir:{folder.resolve()}", pretrained=pretrained, **kwargs)
         return model.to(device).eval()
 
@@ -245,6 +251,8 @@ def load_vit(
             f"{path} holds weights only; pass architecture='vit_...' and the timm arguments it was "
             f"built with (img_size, patch_size, num_classes, ...), or put its config.json beside it"
         )
+    if pretrained:
+        check_safetensors(path, _FIX)
     overlay = _overlay_num_classes(kwargs)
     overlay["file"] = str(path.resolve())
     model = timm.create_model(
