@@ -336,7 +336,7 @@ class DiffusionDenoiser:
 
         Parameters
         ----------
-        path_or_hub_id : str
+        path_or_hub_id : str or path
             Local folder or Hub repository id (e.g. ``"google/ddpm-cifar10-32"``).
         subfolder : str, optional
             Folder of the UNet inside ``path_or_hub_id`` (e.g. ``"unet"`` for the
@@ -363,9 +363,32 @@ class DiffusionDenoiser:
         Returns
         -------
         DiffusionDenoiser
-        """
-        from diffusers import DDPMScheduler, UNet2DModel
 
+        Raises
+        ------
+        FileNotFoundError
+            If a local path does not exist (no Hub download is tried for it), or a local
+            folder lacks ``config.json``, the weights or ``scheduler_config.json``.
+        ValueError
+            If a file in a local folder is damaged (invalid JSON, empty or truncated
+            safetensors, ...); the message names the file and the fix.
+        """
+        import os
+
+        from diffusers import DDPMScheduler, UNet2DModel
+        from safetensors import SafetensorError
+
+        from ..weight_files import diagnose_diffusers_folder, local_model_folder
+
+        # A local folder that fails to load gets an error naming the damaged file and the fix.
+        fix = (
+            "pass a folder written by UNet2DModel.save_pretrained and scheduler.save_pretrained "
+            "(captum_fvit.models.save_denoiser writes both), or a Hub id such as "
+            "'google/ddpm-cifar10-32'; save or download a damaged model again"
+        )
+        failures = (OSError, ValueError, RuntimeError, SafetensorError)
+        local = local_model_folder(path_or_hub_id, "diffusers UNet", fix)
+        path_or_hub_id = str(local) if local is not None else os.fspath(path_or_hub_id)
         hub_kwargs: dict[str, Any] = {"local_files_only": local_files_only}
         if revision is not None:
             hub_kwargs["revision"] = revision
@@ -375,15 +398,29 @@ class DiffusionDenoiser:
         unet_kwargs = dict(hub_kwargs)
         if torch_dtype is not None:
             unet_kwargs["torch_dtype"] = torch_dtype
-        unet = UNet2DModel.from_pretrained(path_or_hub_id, subfolder=subfolder, **unet_kwargs)
+        try:
+            unet = UNet2DModel.from_pretrained(path_or_hub_id, subfolder=subfolder, **unet_kwargs)
+        except failures as err:
+            if local is None:
+                raise
+            raise diagnose_diffusers_folder(local, subfolder, "config.json", err, fix) from err
         if device is not None:
             unet = unet.to(device)
 
-        if scheduler is None or isinstance(scheduler, str):
-            source = path_or_hub_id if scheduler is None else scheduler
+        if scheduler is None or isinstance(scheduler, (str, os.PathLike)):
+            source_folder = local if scheduler is None else local_model_folder(scheduler, "scheduler", fix)
+            source = path_or_hub_id if scheduler is None else os.fspath(scheduler)
             if scheduler_subfolder is None and subfolder:
                 scheduler_subfolder = posixpath.join(posixpath.dirname(subfolder.strip("/")), "scheduler")
-            scheduler = DDPMScheduler.from_pretrained(source, subfolder=scheduler_subfolder, **hub_kwargs)
+            try:
+                scheduler = DDPMScheduler.from_pretrained(source, subfolder=scheduler_subfolder, **hub_kwargs)
+            except failures as err:
+                if source_folder is None:
+                    raise
+                raise diagnose_diffusers_folder(
+                    source_folder, scheduler_subfolder, "scheduler_config.json", err,
+                    f"pass scheduler= (a DDPMScheduler or its folder), or {fix}", weights=(),
+                ) from err
         return cls(unet, scheduler, **kwargs)
 
     def __repr__(self) -> str:
