@@ -235,3 +235,89 @@ def test_gradient_through_unet_and_grad_rollout_matches_finite_differences(unet_
     reference = DDSAttention(model, unet_denoiser, "rollout", sigma=0.1, n_samples=2, autocast=False)
     details = reference.details(normalization.from_pixels(x), seed=5)
     torch.testing.assert_close(est.maps["rollout"], details.mean.to(torch.float64), rtol=1e-6, atol=1e-9)
+
+
+# -- attacks: the ε-ball and the pixel box ---------------------------------------------------
+@pytest.mark.parametrize("norm, eps", [("linf", 0.05), ("l2", 0.6)])
+def test_adaptive_attacks_keep_the_ball_and_the_pixel_box(norm, eps):
+    model = make_toy()
+    # Saturated pixels: the box must clip the steps.
+    x = (torch.rand(2, 1, 8, 16, generator=torch.Generator().manual_seed(3)) > 0.5).double()
+    adv = smooth_pgd(model, None, x, torch.tensor([0, 0]), eps, SIGMA, 4, norm=norm, steps=4,
+                     normalization=IDENTITY, seed=1)
+    topk = adaptive_topk(model, None, x, 1, eps, SIGMA, "raw", 4, norm=norm, steps=4,
+                         normalization=IDENTITY, seed=1, keep_label=False)
+    for moved in (adv, topk.adversarial):
+        delta = moved - x
+        size = delta.abs().flatten(1).amax(1) if norm == "linf" else delta.flatten(1).norm(dim=1)
+        assert (size <= eps + 1e-9).all() and (size > 0).all()
+        assert moved.min() >= 0 and moved.max() <= 1
+    # Same seed, same result, bit for bit.
+    again = smooth_pgd(model, None, x, torch.tensor([0, 0]), eps, SIGMA, 4, norm=norm, steps=4,
+                       normalization=IDENTITY, seed=1)
+    assert torch.equal(again, adv)
+
+
+def flip_denoiser(x_noisy, sigma, generator=None):
+    """A 'denoiser' mapping x to 1 − x: gradients of the plain model point the wrong way."""
+    return 1 - x_noisy
+
+
+def _flip_toy():
+    model = make_toy()
+    s_w, s_u = float(model.w.sum()), float(model.u.sum())
+    # Chosen so that at the test image z = z' = 0.5 and v = v' = 1 (plain and flipped).
+    model.b, model.c = 0.5 - s_w / 2, 1.0 - s_u / 2
+    return model, toy_image(model, 0.5, 1.0)
+
+
+def test_adaptive_attacks_beat_transfer_attacks_when_the_surrogate_is_wrong():
+    from captum_fvit.evaluate import AttentionSurrogate, pgd_attack, topk_explanation_attack
+
+    model, x = _flip_toy()
+
+    def flipped(adv):  # z' and v' of the DDS pipeline (closed form: it sees 1 − x)
+        return float(model.w @ (1 - adv).flatten() + model.b), float(model.u @ (1 - adv).flatten() + model.c)
+
+    eps = 0.05
+    transfer = topk_explanation_attack(
+        None, model, x, 1, eps, steps=10, normalization=IDENTITY,
+        surrogate_map_fn=AttentionSurrogate(model, "raw"),
+    ).adversarial
+    adaptive = adaptive_topk(model, flip_denoiser, x, 1, eps, SIGMA, "raw", 8, steps=10,
+                             normalization=IDENTITY, seed=0)
+    z_transfer, _ = flipped(transfer)
+    z_adaptive, v_adaptive = flipped(adaptive.adversarial)
+    assert z_transfer > 0.5  # the transfer attack *raised* the smoothed mass on the top token
+    assert z_adaptive < 0  # the adaptive attack moved the smoothed top token away ...
+    assert v_adaptive > 0 and bool(adaptive.label_kept.all())  # ... keeping the label
+    assert float(adaptive.mass_adversarial) < 0.5 < float(adaptive.mass_clean)
+
+    pgd = pgd_attack(model, x, torch.tensor([0]), eps, steps=10, normalization=IDENTITY, seed=0)
+    smooth = smooth_pgd(model, flip_denoiser, x, torch.tensor([0]), eps, SIGMA, 8, steps=10,
+                        normalization=IDENTITY, seed=0)
+    assert flipped(pgd)[1] > 1  # transfer PGD made the smoothed classifier *more* confident
+    assert flipped(smooth)[1] < 0  # smooth_pgd changed the smoothed class
+
+
+# -- certificates checked by attack ----------------------------------------------------------
+def test_certificate_check_finds_no_violation_and_has_teeth():
+    from captum_fvit.evaluate.certificate_check import check_certificates
+
+    model = make_toy()
+    x = toy_image(model, 1.0, 1.0)
+    region = FaithfulRegion(
+        model, None, "raw", k=1, beta=1.0, alpha=0.001, n=2000, smoothing="vote",
+        sigma=SIGMA, n_select=64, input_mean=(0.0,), input_std=(1.0,),
+    )
+    honest = check_certificates(region, x, seed=0, steps=10, n_eot=16, n_verify=1000)
+    (check,) = honest.checks
+    # R_β is below the exact flip distance z/‖w‖ = 0.25 and the attack went to its edge.
+    assert 0.1 < check.radius_beta < 0.25 and 0.1 < check.radius_pred < 0.25
+    assert check.delta_norm_topk > 0.9 * check.radius_beta
+    assert check.delta_norm_pred > 0.9 * check.radius_pred
+    assert check.certified_tokens == 1
+    assert honest.violations == 0
+    inflated = check_certificates(region, x, seed=0, radius_scale=3.0, steps=10, n_eot=16, n_verify=1000)
+    (bad,) = inflated.checks
+    assert bad.token_violation and bad.prediction_violation and inflated.violations == 2

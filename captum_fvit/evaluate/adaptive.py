@@ -189,8 +189,8 @@ class AdaptiveTopKResult:
     clean_map : Tensor
         ``N×P`` DDS map of the clean inputs (``n_clean`` samples, stream 0).
     mass_clean, mass_adversarial : Tensor
-        ``N`` EOT estimates of the smoothed mass on ``T_k`` at the start and at the returned
-        point (each from ``n_eot`` samples of its step).
+        ``N`` estimates of the smoothed mass on ``T_k``: on the clean input (the ``n_clean``
+        samples) and at the returned point (the ``n_eot`` samples of its step).
     label_kept : Tensor
         ``N`` bool: the EOT estimate of the smoothed label at the returned point is ``labels``.
     accepted_steps : Tensor
@@ -315,7 +315,7 @@ def adaptive_topk(
             grad = torch.where(wide, grad, grad_c)
             mass = torch.where(ok, mass, mass_c)
             ok = torch.where(ok, ok, ok_c)
-    mass_clean = mass.clone()
+    mass_clean = clean_map.gather(1, index).sum(dim=1)
     label_kept = ok.clone()
     alpha = torch.full((n,), alpha0, dtype=pixels.dtype, device=pixels.device)
     accepted = torch.zeros(n, dtype=torch.long, device=pixels.device)
