@@ -9,7 +9,8 @@ fix is the caller's ``fix`` sentence (download it again, rebuild the bundle, ...
 
 * :func:`check_torch_checkpoint` / :func:`load_torch_checkpoint` - ``torch.save`` files
   (``.pt``/``.pth``/``.bin``).
-* :func:`check_safetensors` - ``.safetensors`` files.
+* :func:`check_safetensors` - ``.safetensors`` files; :func:`check_json` - config files;
+  :func:`check_state_dict` - what a checkpoint holds.
 * :func:`local_model_folder` and :func:`diagnose_diffusers_folder` - a diffusers model folder
   (``config.json`` + ``diffusion_pytorch_model.safetensors``, ``scheduler_config.json``).
 
@@ -32,6 +33,7 @@ import torch
 __all__ = [
     "check_json",
     "check_safetensors",
+    "check_state_dict",
     "check_torch_checkpoint",
     "diagnose_diffusers_folder",
     "load_torch_checkpoint",
