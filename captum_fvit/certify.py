@@ -49,6 +49,8 @@ import torch
 from scipy.stats import beta as beta_dist
 from torch import Tensor
 
+from .validation import check_count, check_k, check_probability, check_sigma
+
 __all__ = [
     "Bounds",
     "ExplanationCertificate",
@@ -101,44 +103,23 @@ def require_gaussian(noise: str) -> None:
 
 
 def _check_alpha(alpha: float) -> float:
-    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not 0.0 < alpha < 1.0:
-        raise ValueError(
-            f"alpha must be a failure probability in (0, 1), e.g. 0.001; got {alpha!r} "
-            "(use alpha=None for an uncertified plug-in estimate)"
-        )
-    return float(alpha)
+    return check_probability(alpha, "alpha (failure probability; None for a plug-in estimate)")
 
 
 def _check_sigma(sigma: float) -> float:
-    if isinstance(sigma, bool) or not isinstance(sigma, numbers.Real) or not 0 < sigma < math.inf:
-        raise ValueError(f"sigma (noise std, [0, 1] pixel units) must be positive; got {sigma!r}")
-    return float(sigma)
+    return check_sigma(sigma)
 
 
 def _check_k(k: int, num_tokens: int) -> int:
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
-        raise ValueError(f"k must be a positive integer (the top-k size); got {k!r}")
-    k = int(k)
-    if k >= num_tokens:
-        raise ValueError(
-            f"k must be smaller than the number of tokens T={num_tokens}; got k={k} "
-            "(with k >= T every token is trivially in the top-k)"
-        )
-    return k
+    return check_k(k, num_tokens)
 
 
 def _check_beta(beta: float) -> float:
-    if isinstance(beta, bool) or not isinstance(beta, numbers.Real) or not 0.0 < beta <= 1.0:
-        raise ValueError(
-            f"beta (the certified top-k overlap fraction) must be in (0, 1]; got {beta!r}"
-        )
-    return float(beta)
+    return check_probability(beta, "beta (the certified top-k overlap fraction)", high_open=False)
 
 
 def _check_simultaneous(m: int) -> int:
-    if isinstance(m, bool) or not isinstance(m, numbers.Integral) or m < 1:
-        raise ValueError(f"simultaneous_over must be a positive integer; got {m!r}")
-    return m
+    return check_count(m, "simultaneous_over")
 
 
 def _as_n(n: int | Tensor, like: Tensor, minimum: int) -> Tensor:

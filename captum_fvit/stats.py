@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import torch
 
+from .validation import check_k
+
 __all__ = ["RunningMoments", "TopKVotes", "ClassCounts", "all_reduce_sum"]
 
 
@@ -78,11 +80,7 @@ class TopKVotes:
     """How often each token is among the ``k`` largest of a sample's map, per input."""
 
     def __init__(self, n_inputs: int, n_tokens: int, k: int, device) -> None:
-        if not 1 <= k < n_tokens:
-            raise ValueError(
-                f"k must be between 1 and the number of patch tokens minus one "
-                f"({n_tokens - 1}), got k={k}"
-            )
+        check_k(k, n_tokens)
         self.k = k
         self.counts = torch.zeros((n_inputs, n_tokens), dtype=torch.int64, device=device)
 

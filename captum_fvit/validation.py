@@ -29,6 +29,7 @@ __all__ = [
     "check_probability",
     "check_choice",
     "check_radius",
+    "check_sigma",
     "check_pixel_range",
     "warn_once",
     "warn_if_training",
@@ -85,6 +86,46 @@ def check_positive(value: float, name: str, unit: str = "") -> float:
     value = float(value)
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be a finite number > 0{unit}, got {value}")
+    return value
+
+
+def check_sigma(sigma: object) -> float:
+    """Validate a noise level and return it as a Python float.
+
+    Parameters
+    ----------
+    sigma : float or 0-d torch.Tensor
+        Noise standard deviation in [0, 1] pixel units.
+
+    Returns
+    -------
+    float
+
+    Raises
+    ------
+    ValueError
+        If ``sigma`` is not a finite number > 0.
+    """
+    if isinstance(sigma, torch.Tensor):
+        if sigma.numel() != 1:
+            raise ValueError(
+                "sigma must be a single number (the noise std in [0, 1] pixel "
+                f"units), got a tensor of shape {tuple(sigma.shape)}; pass one "
+                "float per call."
+            )
+        sigma = sigma.item()
+    if isinstance(sigma, bool) or not isinstance(sigma, numbers.Real):
+        raise ValueError(
+            "sigma must be a float: the std of the Gaussian noise in [0, 1] "
+            f"pixel units (e.g. 0.25); got {sigma!r} of type {type(sigma).__name__}."
+        )
+    value = float(sigma)
+    if not math.isfinite(value) or value <= 0.0:
+        raise ValueError(
+            "sigma must be a finite float > 0 (the std of the Gaussian noise "
+            f"in [0, 1] pixel units, e.g. 0.25); got {value!r}. Use a positive "
+            "noise level; sigma = 0 means no smoothing, which needs no denoiser."
+        )
     return value
 
 

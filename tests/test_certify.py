@@ -492,10 +492,10 @@ def test_certified_radius_excludes_infinity_for_estimated_bounds():
     [
         (
             lambda: C.radii_in(torch.rand(2, 5), torch.ones(2, 5), 5, 0.5),
-            "smaller than the number of tokens T=5",
+            "must be smaller than the number of patch tokens \\(5\\)",
         ),
-        (lambda: C.radii_out(torch.rand(2, 5), torch.ones(2, 5), 7, 0.5), "T=5"),
-        (lambda: C.radii_in(torch.rand(2, 5), torch.ones(2, 5), 0, 0.5), "positive integer"),
+        (lambda: C.radii_out(torch.rand(2, 5), torch.ones(2, 5), 7, 0.5), r"patch tokens \(5\)"),
+        (lambda: C.radii_in(torch.rand(2, 5), torch.ones(2, 5), 0, 0.5), "k must be an integer ≥ 1"),
         (lambda: C.radii_in(torch.rand(2, 5), torch.ones(2, 5), 2, 0.0), "sigma"),
         (lambda: C.radii_in(torch.rand(2, 5), torch.ones(2, 5), 2, -1.0), "sigma"),
         (lambda: C.radii_in(torch.ones(2, 5), torch.zeros(2, 5), 2, 0.5), "lower bound must be <="),
@@ -504,7 +504,7 @@ def test_certified_radius_excludes_infinity_for_estimated_bounds():
         (lambda: C.radii_in(torch.full((1, 3), math.nan), torch.ones(1, 3), 1, 0.5), "no NaN"),
         (lambda: C.overlap_radius(torch.rand(2, 5), 2, 0.0), "beta"),
         (lambda: C.overlap_radius(torch.rand(2, 5), 2, 1.2), "beta"),
-        (lambda: C.overlap_radius(torch.rand(2, 5), 5, 0.5), "T=5"),
+        (lambda: C.overlap_radius(torch.rand(2, 5), 5, 0.5), r"patch tokens \(5\)"),
         (lambda: C.vote_bounds(torch.tensor([[1, 2]]), 10, 0.0), "alpha"),
         (lambda: C.vote_bounds(torch.tensor([[1, 2]]), 10, 1.0), "alpha"),
         (lambda: C.vote_bounds(torch.tensor([[1, 2]]), 10, 1.5), "alpha"),

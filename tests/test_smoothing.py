@@ -65,7 +65,7 @@ def test_streaming_statistics_equal_plain_numpy():
         np.testing.assert_array_equal(
             classes.counts[i].numpy(), np.bincount(lg.argmax(1), minlength=4)
         )
-    with pytest.raises(ValueError, match="k must be between 1"):
+    with pytest.raises(ValueError, match="must be smaller than the number of patch tokens"):
         TopKVotes(1, 6, 6, "cpu")
 
 

@@ -19,6 +19,8 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
+from ..validation import check_sigma
+
 __all__ = [
     "Denoiser",
     "check_channels",
@@ -88,46 +90,6 @@ def denoiser_in_channels(denoiser: object) -> int | None:
     """
     channels = getattr(denoiser, "in_channels", None)
     return None if channels is None else int(channels)
-
-
-def check_sigma(sigma: object) -> float:
-    """Validate a noise level and return it as a Python float.
-
-    Parameters
-    ----------
-    sigma : float or 0-d torch.Tensor
-        Noise standard deviation in [0, 1] pixel units.
-
-    Returns
-    -------
-    float
-
-    Raises
-    ------
-    ValueError
-        If ``sigma`` is not a finite number > 0.
-    """
-    if isinstance(sigma, Tensor):
-        if sigma.numel() != 1:
-            raise ValueError(
-                "sigma must be a single number (the noise std in [0, 1] pixel "
-                f"units), got a tensor of shape {tuple(sigma.shape)}; pass one "
-                "float per call."
-            )
-        sigma = sigma.item()
-    if isinstance(sigma, bool) or not isinstance(sigma, numbers.Real):
-        raise ValueError(
-            "sigma must be a float: the std of the Gaussian noise in [0, 1] "
-            f"pixel units (e.g. 0.25); got {sigma!r} of type {type(sigma).__name__}."
-        )
-    value = float(sigma)
-    if not math.isfinite(value) or value <= 0.0:
-        raise ValueError(
-            "sigma must be a finite float > 0 (the std of the Gaussian noise "
-            f"in [0, 1] pixel units, e.g. 0.25); got {value!r}. Use a positive "
-            "noise level; sigma = 0 means no smoothing, which needs no denoiser."
-        )
-    return value
 
 
 def check_images(x: object, *, name: str = "x_noisy") -> Tensor:

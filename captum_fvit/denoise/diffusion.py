@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .base import validate_denoiser_inputs
+from .base import randn_like, validate_denoiser_inputs
 from .schedule import max_sigma, noise_to_signal, timestep_for_sigma
 
 __all__ = ["DiffusionDenoiser"]
@@ -149,6 +149,9 @@ class DiffusionDenoiser:
     **Batching.** The whole batch goes through the UNet in one call; the
     caller chooses the chunk size.
     """
+
+    #: Draws its randomness through ``randn_like`` (per-sample addressable noise).
+    accepts_sample_noise = True
 
     def __init__(
         self,
@@ -447,11 +450,8 @@ class DiffusionDenoiser:
         return F.interpolate(x, size=size, mode=self.interpolation, align_corners=False, antialias=True)
 
     @staticmethod
-    def _randn(like: Tensor, generator: torch.Generator | None) -> Tensor:
-        if generator is None:
-            return torch.randn(like.shape, dtype=like.dtype, device=like.device)
-        noise = torch.randn(like.shape, generator=generator, dtype=like.dtype, device=generator.device)
-        return noise.to(like.device)
+    def _randn(like: Tensor, generator: Any) -> Tensor:
+        return randn_like(like, generator)
 
     def _model_output(self, x_t: Tensor, t: int) -> Tensor:
         dtype, device = _module_dtype_device(self.unet)
