@@ -314,3 +314,35 @@ def test_other_timm_families(name, images):
     assert probs.shape == (3, 3, 17, 17)
     torch.testing.assert_close(probs.sum(-1), torch.ones(3, 3, 17))
     assert recorder.layout((32, 32)).grid == (4, 4)
+
+
+def test_pooled_vit_layout_has_no_class_token_and_follows_the_head():
+    """The explained row follows timm's head: token pooling → class token; average pooling
+    (with or without a class token, e.g. BEiT) → mean query (``cls_index=None``)."""
+    from captum_fvit.attention import layout_for
+
+    cases = [
+        (dict(class_token=False, global_pool="avg", reg_tokens=2), 2, None),
+        (dict(class_token=True, global_pool="avg"), 1, None),
+        (dict(), 1, 0),
+    ]
+    for options, prefix, cls in cases:
+        model = make_timm_vit(depth=1, **options)
+        with AttentionRecorder(model) as recorder, torch.no_grad():
+            model(torch.randn(1, 3, 32, 32))
+        expected = TokenLayout(num_prefix_tokens=prefix, grid=(4, 4), patch_size=(8, 8), cls_index=cls)
+        assert recorder.layout((32, 32)) == expected
+        assert expected.stage_grids == ((4, 4),) and expected.stage_of(0) == 0
+        adapter = find_adapter(model)
+        assert layout_for(model, adapter, prefix + 16, (32, 32)) == expected
+    assert make_timm_vit(depth=1, name="beit_base_patch16_224").global_pool == "avg"
+    beit = make_timm_vit(depth=1, name="beit_base_patch16_224")
+    assert find_adapter(beit).cls_index(beit) is None
+
+
+def test_layout_of_mixed_sequence_lengths_needs_a_hierarchical_adapter():
+    model = make_timm_vit(depth=2)
+    with pytest.raises(ValueError, match="hierarchical model needs an adapter"):
+        find_adapter(model).layout(model, (32, 32), {0: 17, 1: 5})
+    with pytest.raises(RuntimeError, match="no attention was recorded"):
+        AttentionRecorder(model).layout((32, 32))

@@ -156,3 +156,80 @@ def test_unknown_method_and_bad_options():
 def test_start_layer_out_of_range(timm_vit):
     with pytest.raises(ValueError, match="start_layer=7"):
         TokenMapExplainer(timm_vit, "rollout", start_layer=7)
+
+
+def _mean_query_references(attns, grads, prefix, fusion="mean"):
+    """Plain loops for pooled models: the explained row is the mean of the patch rows."""
+    fuse = {"mean": np.mean, "max": np.max, "min": np.min}[fusion]
+    n, tokens = attns[0].shape[0], attns[0].shape[-1]
+    refs = {"raw": [], "rollout": [], "grad_rollout": [], "attn_gradcam": []}
+    for s in range(n):
+        product, relevance = np.eye(tokens), np.eye(tokens)
+        for layer in range(len(attns)):
+            a = attns[layer][s]
+            step = (a.mean(0) + np.eye(tokens)) / 2
+            product = (step / step.sum(1, keepdims=True)) @ product
+            relevance = relevance + np.maximum(grads[layer][s] * a, 0).mean(0) @ relevance
+        refs["rollout"].append(product[prefix:].mean(0)[prefix:])
+        refs["grad_rollout"].append(relevance[prefix:].mean(0)[prefix:])
+        rows = attns[-1][s][:, prefix:, :].mean(1)  # heads × T: mean query per head
+        grad_rows = grads[-1][s][:, prefix:, :].mean(1)
+        refs["raw"].append(fuse(rows, axis=0)[prefix:])
+        weights = grad_rows[:, prefix:].mean(1, keepdims=True)
+        refs["attn_gradcam"].append(np.maximum((weights * rows[:, prefix:]).mean(0), 0))
+    return {k: np.stack(v) for k, v in refs.items()}
+
+
+@pytest.mark.parametrize(
+    "options, prefix",
+    [
+        (dict(class_token=False, global_pool="avg", reg_tokens=2), 2),  # pooled, registers
+        (dict(class_token=False, global_pool="avg"), 0),  # pooled, no prefix at all
+        (dict(class_token=True, global_pool="avg"), 1),  # class token present but unused
+    ],
+)
+def test_pooled_vits_explain_the_mean_query(options, prefix):
+    from conftest import make_timm_vit
+
+    model = make_timm_vit(depth=3, **options)
+    images = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(8))
+    target = torch.tensor([2, 0, 4])
+    attns, grads, layout = _record(model, images, target)
+    assert layout.cls_index is None and layout.mean_query and layout.num_prefix_tokens == prefix
+    refs = _mean_query_references(attns, grads, prefix)
+    for method in sorted(METHODS):
+        got = TokenMapExplainer(model, method)(images, target)
+        assert got.layout == layout and got.maps.shape == (3, 16)
+        np.testing.assert_allclose(got.maps.double().numpy(), refs[method], atol=1e-6)
+    # The functional forms read the mean query from the layout as well.
+    t_attns = [torch.from_numpy(a) for a in attns]
+    np.testing.assert_allclose(
+        attention_rollout(t_attns, layout).numpy(), refs["rollout"], atol=1e-6
+    )
+    max_raw = TokenMapExplainer(model, "raw", head_fusion="max")(images).maps
+    np.testing.assert_allclose(
+        max_raw.double().numpy(), _mean_query_references(attns, grads, prefix, "max")["raw"],
+        atol=1e-6,
+    )
+
+
+def test_pooled_rollout_is_a_distribution_over_all_tokens():
+    """Rows of rolled-out attention sum to 1, so the mean query's map over patches plus the
+    register tokens' share is exactly 1 — a check independent of the loop references."""
+    from conftest import make_timm_vit
+
+    model = make_timm_vit(depth=2, class_token=False, global_pool="avg", reg_tokens=2)
+    images = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    attns, _, layout = _record(model, images, torch.zeros(2, dtype=torch.long))
+    full = TokenLayout(0, (1, layout.num_tokens), (8, 8), cls_index=None)
+    # A layout with every token as a "patch" averages all rows: the map sums to 1.
+    everything = attention_rollout([torch.from_numpy(a) for a in attns], full)
+    torch.testing.assert_close(everything.sum(-1), torch.ones(2, dtype=everything.dtype))
+
+
+def test_unsupported_pooling_is_refused_with_the_fix():
+    from conftest import make_timm_vit
+
+    model = make_timm_vit(depth=1, class_token=False, global_pool="max")
+    with pytest.raises(ValueError, match="global_pool='max'.*global_pool='avg'"):
+        TokenMapExplainer(model, "rollout")
