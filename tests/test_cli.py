@@ -76,3 +76,152 @@ def test_unknown_command_exits_with_usage():
     with pytest.raises(SystemExit) as info:
         main(["explode"])
     assert info.value.code == 2
+
+
+# -- captum-fvit evaluate: user errors are one line and exit 2 ------------------------------
+import textwrap  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+FACTORIES = textwrap.dedent(
+    """
+    import timm, torch, torchvision
+    from captum_fvit.denoise import IdentityDenoiser
+
+    def make():
+        torch.manual_seed(0)
+        return timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=32,
+                                 patch_size=8, num_classes=6, embed_dim=48, depth=2,
+                                 num_heads=3).eval()
+
+    def cnn():
+        return torchvision.models.resnet18(num_classes=6)
+
+    def denoiser():
+        return IdentityDenoiser()
+
+    def not_a_denoiser():
+        return 42
+    """
+)
+
+TINY = ["--n-images", "1", "--samples", "1", "--eps", "0", "--methods", "raw", "--k", "3",
+        "--variants", "vanilla", "--batch-size", "1", "--no-progress"]  # fmt: skip
+
+
+@pytest.fixture
+def in_factory_dir(tmp_path, monkeypatch):
+    """A working directory holding cli_factories.py, imported from the current directory
+    (not from sys.path set up by the test)."""
+    (tmp_path / "cli_factories.py").write_text(FACTORIES)
+    monkeypatch.chdir(tmp_path)
+    yield tmp_path
+    import sys
+
+    sys.modules.pop("cli_factories", None)
+
+
+def _error_line(capsys):
+    err = capsys.readouterr().err.strip().splitlines()
+    errors = [line for line in err if "error:" in line]
+    assert len(errors) == 1 and "Traceback" not in "\n".join(err), err
+    return errors[0]
+
+
+def _write_png(path, array):
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
+
+
+def test_evaluate_user_errors_are_one_line_exit_2(in_factory_dir, capsys, monkeypatch):
+    out = ["--out", str(in_factory_dir / "o")]
+    model = ["--model", "cli_factories:make"]
+    cases = [
+        ([*model, "--denoiser", "no/such_denoiser_folder"], "neither a local folder nor in the Hugging Face cache"),
+        ([*model, "--denoiser", "./missing_folder"], "does not exist"),
+        ([*model, "--denoiser", f"adm:{in_factory_dir / 'cli_factories.py'}"], "not an OpenAI guided-diffusion checkpoint"),
+        ([*model, "--denoiser", "cli_factories:not_a_denoiser"], "must be a Denoiser"),
+        ([*model, "--image-size", "0"], "--image-size must be a positive"),
+        ([*model, "--image-size", "48", "--denoiser", "identity"], "does not accept 48x48 images"),
+        (["--model", "cli_factories:cnn", "--denoiser", "identity"], "not a supported Vision Transformer"),
+        ([*model, "--attack", "topk", "--norm", "l2"], "supports norm linf"),
+        ([*model, "--n-images", "-1"], "--n-images must be at least 1"),
+        ([*model, "--checkpoint", "nope.pt"], "--checkpoint nope.pt does not exist"),
+    ]  # fmt: skip
+    for args, message in cases:
+        assert main(["evaluate", *args, *out]) == 2, args
+        assert message in _error_line(capsys), args
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert main(["evaluate", *model, "--device", "cuda", *out]) == 2
+    assert "CUDA is not available" in _error_line(capsys)
+    # --debug shows the traceback instead (the exception propagates).
+    with pytest.raises(ValueError, match="--image-size must be a positive"):
+        main(["evaluate", *model, "--image-size", "0", "--debug", *out])
+
+
+def test_evaluate_image_folder_labels_and_bad_files(in_factory_dir, capsys):
+    rng = np.random.default_rng(0)
+    for cls in ("n01", "n02"):
+        _write_png(in_factory_dir / "data" / "images" / cls / "a.png", rng.integers(0, 256, (40, 48, 3), dtype=np.uint8))
+    base = ["evaluate", "--model", "cli_factories:make", "--denoiser", "identity",
+            "--data", str(in_factory_dir / "data"), *TINY, "--out", str(in_factory_dir / "o")]  # fmt: skip
+    assert main(base) == 2
+    assert "has class folders: give --labels" in _error_line(capsys)
+    (in_factory_dir / "labels.json").write_text(json.dumps({"n01": 5, "n02": 2}))
+    assert main([*base, "--labels", str(in_factory_dir / "labels.json")]) == 0
+    capsys.readouterr()
+    rows = [json.loads(line) for line in (in_factory_dir / "o" / "results.jsonl").read_text().splitlines()]
+    assert [r["label"] for r in rows if r["kind"] == "explain"] == [5]  # n01 → 5, not index 0
+    (in_factory_dir / "bad.json").write_text(json.dumps({"cat": 1}))
+    assert main([*base, "--labels", str(in_factory_dir / "bad.json")]) == 2
+    assert "no class id for 2 of the 2 class folders" in _error_line(capsys)
+    (in_factory_dir / "data" / "images" / "n01" / "a.png").write_bytes(b"garbage")
+    assert main([*base, "--labels", "index"]) == 2
+    assert "cannot read image file" in (line := _error_line(capsys)) and "a.png" in line
+
+
+def test_evaluate_custom_denoiser_factory_progress_in_images_and_checkpoint(in_factory_dir, capsys):
+    import sys
+
+    sys.path.insert(0, str(in_factory_dir))
+    try:
+        import cli_factories
+    finally:
+        sys.path.remove(str(in_factory_dir))
+    model = cli_factories.make()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(0.5)
+    torch.save(model.state_dict(), in_factory_dir / "weights.pt")
+    from captum_fvit.evaluate.specs import resolve_model
+
+    loaded = resolve_model("cli_factories:make", checkpoint=str(in_factory_dir / "weights.pt"))
+    for (name, a), b in zip(model.state_dict().items(), loaded.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    args = ["evaluate", "--model", "cli_factories:make", "--checkpoint", "weights.pt",
+            "--denoiser", "cli_factories:denoiser", *TINY[:-1], "--variants", "dds",
+            "--n-images", "2", "--out", "o"]  # fmt: skip
+    assert main(args) == 0
+    captured = capsys.readouterr()
+    assert "2/2" in captured.err and "img" in captured.err  # progress counted in images
+    setup = json.loads((in_factory_dir / "o" / "results.json").read_text())["setup"]
+    assert setup["denoiser"] == "cli_factories:denoiser" and "weights.pt" in setup["model"]
+
+
+def test_timm_model_offline_fails_in_seconds(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    from captum_fvit.evaluate import specs
+
+    monkeypatch.setattr(specs, "_cached_weights", lambda hub_id: None, raising=False)
+    start = time.perf_counter()
+    assert main(["evaluate", "--model", "timm:vit_tiny_patch16_224", "--out", str(tmp_path)]) == 2
+    assert time.perf_counter() - start < 15
+    line = _error_line(capsys)
+    assert "not in the Hugging Face cache" in line and "--checkpoint" in line
+    assert main(["evaluate", "--model", "timm:no_such_vit_xyz", "--out", str(tmp_path)]) == 2
+    assert "timm has no model" in _error_line(capsys)
+

@@ -101,3 +101,60 @@ def test_gtsegs_wrong_layout(tmp_path):
         f.create_dataset("x", data=np.zeros(3))
     with pytest.raises(ValueError, match="gtsegs_ijcv.mat layout"):
         ImageNetSegmentation(path)
+
+
+def test_resize_keeps_aspect_ratio_and_center_crops(tmp_path):
+    array = np.zeros((20, 40, 3), dtype=np.uint8)
+    array[:, :10] = (255, 0, 0)
+    array[:, 10:30] = (0, 255, 0)
+    array[:, 30:] = (0, 0, 255)
+    _write_png(tmp_path / "images" / "a.png", array)
+    mask = np.zeros((20, 40), dtype=np.uint8)
+    mask[:, 15:] = 255
+    _write_png(tmp_path / "masks" / "a.png", mask)
+    sample = ImageFolderWithMasks(tmp_path, image_size=10)[0]
+    # 20×40 → 10×20 (aspect kept), centre 10×10 = original columns 10..29: all green, not
+    # squashed (a squashed image would keep red and blue at its borders).
+    image = sample["image"]
+    assert image.shape == (3, 10, 10)
+    np.testing.assert_allclose(image[1, :, 1:9].numpy(), 1.0, atol=1e-5)
+    np.testing.assert_allclose(image[[0, 2], :, 1:9].numpy(), 0.0, atol=1e-5)
+    assert float(image[[0, 2]].max()) < 0.2  # only the antialias filter's edge blur
+    # The mask follows: original column 15 is resized column 7.5 → crop column 2.5.
+    assert sample["mask"].shape == (1, 10, 10)
+    assert not sample["mask"][0, :, :2].any() and sample["mask"][0, :, 3:].all()
+    # crop_pct = 0.5: shorter side to 20 px (no resize here), then the central 10×10 pixels.
+    cropped = ImageFolderWithMasks(tmp_path, image_size=10, crop_pct=0.5)[0]
+    np.testing.assert_allclose(
+        cropped["image"].permute(1, 2, 0).numpy(), array[5:15, 15:25] / 255.0, atol=1e-6
+    )
+
+
+def test_label_mapping_for_class_folders(tmp_path):
+    for cls in ("n02", "n01"):
+        _write_png(tmp_path / "images" / cls / "x.png", np.zeros((8, 8, 3), dtype=np.uint8))
+    mapping = {"n01": 417, "n02": 3}
+    ds = ImageFolderWithMasks(tmp_path, labels=mapping)
+    assert [p.parent.name for p in ds.paths] == ["n01", "n02"] and ds.labels == [417, 3]
+    assert ImageFolderWithMasks(tmp_path, labels="none").labels == [-1, -1]
+    assert ImageFolderWithMasks(tmp_path).labels == [0, 1]  # sorted index, torchvision's rule
+    with pytest.raises(ValueError, match="no class id for 1 of the 2 class folders"):
+        ImageFolderWithMasks(tmp_path, labels={"n01": 1, "other": 2})
+    from captum_fvit.data.folder import load_label_map
+
+    (tmp_path / "synsets.txt").write_text("n02 tench\nn01 goldfish\n")
+    assert load_label_map(tmp_path / "synsets.txt") == {"n02": 0, "n01": 1}
+    (tmp_path / "bad.json").write_text('{"n01": "zero"}')
+    with pytest.raises(ValueError, match="class ids"):
+        load_label_map(tmp_path / "bad.json")
+
+
+def test_missing_or_corrupt_image_names_the_file(tmp_path):
+    _write_png(tmp_path / "images" / "good.png", np.zeros((8, 8, 3), dtype=np.uint8))
+    (tmp_path / "images" / "broken.png").write_bytes(b"not a png at all")
+    ds = ImageFolderWithMasks(tmp_path)
+    with pytest.raises(ValueError, match=r"cannot read image file .*broken\.png"):
+        ds[0]
+    (tmp_path / "images" / "good.png").unlink()
+    with pytest.raises(FileNotFoundError, match=r"good\.png is missing"):
+        ds[1]

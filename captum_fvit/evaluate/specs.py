@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import socket
 import sys
 from collections.abc import Callable
@@ -113,6 +114,17 @@ def _hub_reachable() -> bool:
         return False
 
 
+def _cached_weights(hub_id: str) -> str | None:
+    """Path of a hub model's weights in the local Hugging Face cache, or ``None``."""
+    from huggingface_hub import try_to_load_from_cache
+
+    for filename in ("model.safetensors", "pytorch_model.bin"):
+        cached = try_to_load_from_cache(hub_id, filename)
+        if isinstance(cached, str):
+            return cached
+    return None
+
+
 def _timm_model(name: str, checkpoint: str | None) -> nn.Module:
     import timm
 
@@ -120,16 +132,12 @@ def _timm_model(name: str, checkpoint: str | None) -> nn.Module:
         raise SpecError(f"timm has no model {name!r} (see timm.list_models('{name.split('_')[0]}*'))")
     if checkpoint is not None:
         return load_checkpoint(timm.create_model(name, pretrained=False), checkpoint)
-    from huggingface_hub import try_to_load_from_cache
-
     cfg = timm.models.get_pretrained_cfg(name)
     hub_id = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
-    if hub_id:
-        for filename in ("model.safetensors", "pytorch_model.bin"):
-            cached = try_to_load_from_cache(hub_id, filename)
-            if isinstance(cached, str):
-                # Load the cached file directly: no network round trip at all.
-                return timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": cached})
+    cached = _cached_weights(hub_id) if hub_id else None
+    if cached is not None:
+        # Load the cached file directly: no network round trip at all.
+        return timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": cached})
     if not _hub_reachable():
         raise SpecError(
             f"timm:{name} needs pretrained weights that are not in the Hugging Face cache and "
@@ -215,7 +223,7 @@ def resolve_denoiser(spec: str, device: str = "cpu") -> Callable | None:
                 "Denoiser, callable as denoiser(x_noisy, sigma, generator)"
             )
         return denoiser
-    if spec.count("/") == 1 and not Path(spec).exists():
+    if re.fullmatch(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*", spec) and not Path(spec).exists():
         from huggingface_hub import try_to_load_from_cache
 
         cached = any(
