@@ -18,6 +18,9 @@ DiffusionDenoiser, IdentityDenoiser, load_guided_diffusion
 AttentionRecorder, register_adapter, AttentionAdapter
     Recording attention from stock timm, torchvision and Hugging Face models, and adding
     model families.
+NonFiniteError
+    Raised when the denoiser, the model or the method produce NaN or infinite values: no
+    map or certificate is ever computed from them.
 Normalization
     Conversion between the model's normalised inputs and [0, 1] pixel units (the units of
     σ, ε and certified radii everywhere in this library).
@@ -26,6 +29,7 @@ Normalization
 from .attention import AttentionAdapter, AttentionRecorder, TokenLayout, register_adapter
 from .attr import DDS, AttentionMap, DDSAttention, DDSResult, FaithfulRegion, RegionCertificate
 from .denoise import DiffusionDenoiser, IdentityDenoiser, load_guided_diffusion
+from .errors import NonFiniteError
 from .explain import METHODS, TokenMapExplainer, make_method
 from .space import Normalization, resolve_normalization, tokens_to_pixels
 
@@ -43,6 +47,7 @@ __all__ = [
     "FaithfulRegion",
     "RegionCertificate",
     "IdentityDenoiser",
+    "NonFiniteError",
     "Normalization",
     "TokenLayout",
     "TokenMapExplainer",

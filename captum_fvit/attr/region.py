@@ -141,6 +141,11 @@ class RegionCertificate:
         """Patch grid ``(h, w)`` of the token vectors."""
         return self.layout.grid
 
+    def region_at(self, radius: float) -> torch.Tensor:
+        """``P`` bool: the tokens certified to stay in the top-k for every ℓ2 change smaller
+        than ``radius`` ([0, 1] pixel units), i.e. ``r_in > radius`` (no new sampling)."""
+        return cert.faithful_region(self.r_in, check_radius(radius))
+
     @property
     def confidence(self) -> float | None:
         """Probability (over the sampling) that every statement holds; None for estimates."""
