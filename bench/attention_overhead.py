@@ -5,7 +5,10 @@ fused attention switched off for the layers the method reads, the method's reduc
 by the median time of a bare fused forward under ``torch.no_grad()``. Gradient methods are also
 compared with a bare forward + backward to the input, the cost floor of any gradient method.
 
-Run:  python bench/attention_overhead.py [--configs tiny base] [--batch 8] [--repeats 5]
+Swin rows (``swin_t`` at 112 px, ``swin_t224`` at 224 px) include assembling each block's
+window attention into the stage's full token×token matrix.
+
+Run:  python bench/attention_overhead.py [--configs tiny base swin_t] [--batch 8] [--repeats 5]
 """
 
 from __future__ import annotations
@@ -24,6 +27,10 @@ CONFIGS = {
     # name: (timm name, kwargs, image size)
     "tiny": ("vit_tiny_patch16_224", {"img_size": 64, "patch_size": 8}, 64),
     "base": ("vit_base_patch16_224", {}, 224),
+    # Swin-T: window attention assembled into full stage matrices (stage 1 has (H/4)·(W/4)
+    # tokens, so the T×T products grow as (H·W)²; 112 px keeps a CPU run short).
+    "swin_t": ("swin_tiny_patch4_window7_224", {"img_size": 112}, 112),
+    "swin_t224": ("swin_tiny_patch4_window7_224", {}, 224),
 }
 
 
@@ -75,18 +82,20 @@ def run(configs: list[str], batch: int, repeats: int) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--configs", nargs="+", default=["tiny", "base"], choices=list(CONFIGS))
+    parser.add_argument(
+        "--configs", nargs="+", default=["tiny", "base", "swin_t"], choices=list(CONFIGS)
+    )
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--json", default=None, help="also write the rows to this JSON file")
     args = parser.parse_args()
     rows = run(args.configs, args.batch, args.repeats)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device cpu")
-    print(f"{'config':<7}{'method':<14}{'ms/image':>10}{'× bare fwd':>12}{'× fwd+bwd':>11}")
+    print(f"{'config':<10}{'method':<14}{'ms/image':>10}{'× bare fwd':>12}{'× fwd+bwd':>11}")
     for r in rows:
         fb = r["ratio_vs_forward_backward"]
         print(
-            f"{r['config']:<7}{r['method']:<14}{r['ms_per_image']:>10.2f}"
+            f"{r['config']:<10}{r['method']:<14}{r['ms_per_image']:>10.2f}"
             f"{r['ratio_vs_bare_forward']:>12.2f}{(f'{fb:.2f}' if fb else '-'):>11}"
         )
     if args.json:
