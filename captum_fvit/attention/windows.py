@@ -100,16 +100,16 @@ def _token_index(geometry: WindowGeometry) -> torch.Tensor:
     return index.reshape(-1, wh * ww).contiguous()
 
 
-@functools.lru_cache(maxsize=64)
-def _pair_index(geometry: WindowGeometry) -> tuple[torch.Tensor, torch.Tensor]:
+@functools.lru_cache(maxsize=128)
+def _pair_index(geometry: WindowGeometry, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Flat positions (window, query, key) that pair two real tokens, and their flat index
-    ``i·T + j`` in the full matrix."""
+    ``i·T + j`` in the full matrix, on ``device`` (cached: no host copy per forward pass)."""
     index = _token_index(geometry)
     tokens = geometry.num_tokens
     valid = (index[:, :, None] >= 0) & (index[:, None, :] >= 0)
     flat_full = index[:, :, None] * tokens + index[:, None, :]
     positions = valid.reshape(-1).nonzero().squeeze(1)
-    return positions, flat_full.reshape(-1)[positions]
+    return positions.to(device), flat_full.reshape(-1)[positions].to(device)
 
 
 def assemble_windows(windows: torch.Tensor, geometry: WindowGeometry) -> torch.Tensor:
@@ -136,8 +136,7 @@ def assemble_windows(windows: torch.Tensor, geometry: WindowGeometry) -> torch.T
             f"windows of {area} tokens ({geometry}); the adapter's geometry is out of date"
         )
     n, heads = windows.shape[0] // num_windows, windows.shape[1]
-    positions, flat = _pair_index(geometry)
-    positions, flat = positions.to(windows.device), flat.to(windows.device)
+    positions, flat = _pair_index(geometry, windows.device)
     per_image = windows.reshape(n, num_windows, heads, area, area).transpose(1, 2)
     source = per_image.reshape(n, heads, -1).index_select(-1, positions)
     tokens = geometry.num_tokens
