@@ -93,7 +93,8 @@ print("model normalisation:", normalization)
 plain = AttentionMap(vit, method="grad_rollout")
 plain_attr = plain.attribute(inputs, target=labels)
 tokens = plain.token_map(inputs, target=labels)
-print("attribution:", tuple(plain_attr.shape), "token map:", tuple(tokens.shape), "grid:", plain.grid)
+grid = plain.token_grid(inputs.shape[-2:])
+print("attribution:", tuple(plain_attr.shape), "token map:", tuple(tokens.shape), "grid:", grid)
 
 # %% [markdown]
 # ## The same map with DDS

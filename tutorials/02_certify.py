@@ -58,7 +58,7 @@ batch = data.batch(range(2))
 inputs = bundle.normalization.from_pixels(batch["image"])
 print("true classes:", [bundle.class_names[i] for i in batch["label"].tolist()])
 
-dds = DDSAttention(vit, denoiser, method="rollout", sigma=0.12, batch_size=128)
+dds = DDSAttention(vit, denoiser, method="rollout", sigma=0.12, batch_size=128, n_select=16)
 
 # %% [markdown]
 # ## Certify
@@ -71,16 +71,18 @@ dds = DDSAttention(vit, denoiser, method="rollout", sigma=0.12, batch_size=128)
 #   choice, `"mean"`, bounds the mean normalised map with empirical Bernstein bounds);
 # - `alpha=0.001`: the explanation bounds fail with probability at most 0.1 %, for all 64
 #   tokens at once; `alpha_pred` (default: the same) is the prediction's share;
-# - `n0=16` samples pick the class, `n=200` fresh samples estimate everything. Each sample
+# - `n_select=16` samples (set on the `DDSAttention`, shared by everything that selects a
+#   class) pick the class, `n=200` fresh samples estimate everything. Each sample
 #   is one denoiser call, the slow step on a CPU; real certificates use thousands, and more
 #   samples give tighter bounds and larger radii.
 #
-# `radius` asks for the faithful region at that radius: the tokens certified to stay in the
-# top-k for every change smaller than it.
+# Each certificate can then tell the faithful region at any radius (`region_at(r)`): the
+# tokens certified to stay in the top-k for every change smaller than it, without sampling
+# again.
 
 # %%
-region = FaithfulRegion(dds, k=5, beta=0.6, alpha=0.001, n0=16, n=200)
-certificates = region.certify(inputs, seed=0, radius=0.01)
+region = FaithfulRegion(dds, k=5, beta=0.6, alpha=0.001, n=200)
+certificates = region.certify(inputs, seed=0)
 for i, c in enumerate(certificates):
     print(f"image {i}: {c.summary()}")
 
@@ -112,7 +114,7 @@ for i, c in enumerate(certificates):
 # - `estimate`, `lower`, `upper`: per-token vote frequencies and their simultaneous bounds;
 # - `r_in`: per token, the radius within which it provably stays in the top-k;
 #   `r_out`: within which it provably stays out;
-# - `region`: the tokens with `r_in > region_radius`.
+# - `region_at(r)`: the tokens with `r_in > r`.
 
 # %%
 best = max(range(len(certificates)), key=lambda i: certificates[i].radius_beta)
@@ -126,14 +128,16 @@ top = c.topk.tolist()
 print("top-5 tokens:", top)
 print("their vote frequencies:", [round(float(c.estimate[t]), 3) for t in top])
 print("their certified r_in:  ", [round(float(c.r_in[t]), 4) for t in top])
-print("tokens in the faithful region at radius", c.region_radius, ":", c.region.nonzero().flatten().tolist())
+radius = 0.01
+faithful = c.region_at(radius)
+print("tokens in the faithful region at radius", radius, ":", faithful.nonzero().flatten().tolist())
 
 # %% [markdown]
 # Two checks that follow from the definitions: the faithful region holds exactly the
 # tokens whose `r_in` exceeds the radius, and `R_β` is the ⌈βk⌉-th largest `r_in`.
 
 # %%
-assert torch.equal(c.region, c.r_in > c.region_radius)
+assert torch.equal(faithful, c.r_in > radius)
 needed = math.ceil(c.beta * c.k)
 assert math.isclose(c.radius_beta, float(c.r_in.sort(descending=True).values[needed - 1]))
 
@@ -171,8 +175,8 @@ axes[0].set_title("image")
 im = axes[1].imshow(c.r_in.reshape(h, w), cmap="viridis")
 axes[1].set_title("certified r_in per token")
 fig.colorbar(im, ax=axes[1])
-axes[2].imshow(c.region.reshape(h, w), cmap="gray", vmin=0, vmax=1)
-axes[2].set_title(f"faithful region, R={c.region_radius}")
+axes[2].imshow(faithful.reshape(h, w), cmap="gray", vmin=0, vmax=1)
+axes[2].set_title(f"faithful region, R={radius}")
 for ax in axes:
     ax.set_xticks([])
     ax.set_yticks([])

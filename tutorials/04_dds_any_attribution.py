@@ -64,15 +64,16 @@ print("predicted classes:", [bundle.class_names[i] for i in predicted.tolist()])
 # ## Saliency
 #
 # `DDS(Saliency(vit), denoiser, ...)` is itself a Captum attribution. The result has the
-# wrapped method's shape; the per-element standard deviation over the samples is kept in
-# `last_std`. With `target=None` it explains the smoothed classifier's prediction (the
+# input's shape; `details(...)` also returns the per-element standard deviation over the
+# samples. With `target=None` it explains the smoothed classifier's prediction (the
 # majority class over denoised samples).
 
 # %%
 dds_saliency = DDS(Saliency(vit), denoiser, sigma=sigma, n_samples=16, batch_size=32)
-saliency_map = dds_saliency.attribute(inputs, target=labels, seed=0)
+saliency_details = dds_saliency.details(inputs, target=labels, seed=0)
+saliency_map = saliency_details.mean
 print("DDS(Saliency):", tuple(saliency_map.shape))
-print(f"mean per-pixel std over the samples: {float(dds_saliency.last_std.mean()):.3g}")
+print(f"mean per-pixel std over the samples: {float(saliency_details.std.mean()):.3g}")
 
 # %% [markdown]
 # For comparison, Captum's `NoiseTunnel` with SmoothGrad adds the noise in the model's

@@ -176,7 +176,7 @@ for method in ("raw", "rollout", "grad_rollout", "attn_gradcam"):
 
 dds = DDSAttention(model, IdentityDenoiser(), "grad_rollout", sigma=0.1, n_samples=8)
 smoothed = dds.attribute(images, target=1, seed=0)
-print("DDSAttention:", tuple(smoothed.shape), "grid", dds.grid)
+print("DDSAttention:", tuple(smoothed.shape), "grid", dds.token_grid(images.shape[-2:]))
 
 report = {
     "adapter": TinyViTAdapter.family,
