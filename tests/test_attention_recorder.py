@@ -330,7 +330,9 @@ def test_pooled_vit_layout_has_no_class_token_and_follows_the_head():
         model = make_timm_vit(depth=1, **options)
         with AttentionRecorder(model) as recorder, torch.no_grad():
             model(torch.randn(1, 3, 32, 32))
-        expected = TokenLayout(num_prefix_tokens=prefix, grid=(4, 4), patch_size=(8, 8), cls_index=cls)
+        expected = TokenLayout(
+            num_prefix_tokens=prefix, grid=(4, 4), patch_size=(8, 8), cls_index=cls
+        )
         assert recorder.layout((32, 32)) == expected
         assert expected.stage_grids == ((4, 4),) and expected.stage_of(0) == 0
         adapter = find_adapter(model)

@@ -30,7 +30,7 @@ from captum_fvit.attention import (
     assemble_windows,
     find_adapter,
 )
-from captum_fvit.explain import METHODS, TokenMapExplainer
+from captum_fvit.explain import METHODS, TokenMapExplainer, attention_rollout, gradient_rollout
 from captum_fvit.explain.stages import spread_to_children
 
 
@@ -85,7 +85,10 @@ def _window_rules(name, block, height, width):
     if name.startswith("torchvision"):
         window = tuple(block.attn.window_size)
         shift = list(block.attn.shift_size)
-        padded = (math.ceil(height / window[0]) * window[0], math.ceil(width / window[1]) * window[1])
+        padded = (
+            math.ceil(height / window[0]) * window[0],
+            math.ceil(width / window[1]) * window[1],
+        )
         for axis in range(2):
             if window[axis] >= padded[axis]:
                 shift[axis] = 0
@@ -452,6 +455,16 @@ def test_methods_match_plain_loop_references_on_swin(name):
         got = TokenMapExplainer(model, method)(x, target)
         assert got.layout == layout and got.maps.shape == (3, grids[0][0] * grids[0][1])
         np.testing.assert_allclose(got.maps.double().numpy(), refs[method], atol=1e-6, rtol=1e-5)
+    # The functional forms on recorded maps read the stages from the layout.
+    t_attns = [torch.from_numpy(a) for a in attns]
+    t_grads = [torch.from_numpy(g) for g in grads]
+    np.testing.assert_allclose(
+        attention_rollout(t_attns, layout).numpy(), refs["rollout"], atol=1e-6, rtol=1e-5
+    )
+    np.testing.assert_allclose(
+        gradient_rollout(t_attns, t_grads, layout).numpy(), refs["grad_rollout"], atol=1e-6,
+        rtol=1e-5,
+    )
 
 
 def test_children_rule_spreads_relevance_equally_and_keeps_the_sum():

@@ -81,7 +81,9 @@ class TorchvisionSwinAdapter(SwinAdapterBase):
         stages = []
         for child in model.features:
             blocks = [
-                b for b in child.children() if isinstance(getattr(b, "attn", None), ShiftedWindowAttention)
+                block
+                for block in child.children()
+                if isinstance(getattr(block, "attn", None), ShiftedWindowAttention)
             ]
             if blocks:
                 stages.append(blocks)

@@ -101,7 +101,9 @@ def _token_index(geometry: WindowGeometry) -> torch.Tensor:
 
 
 @functools.lru_cache(maxsize=128)
-def _pair_index(geometry: WindowGeometry, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+def _pair_index(
+    geometry: WindowGeometry, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Flat positions (window, query, key) that pair two real tokens, and their flat index
     ``i·T + j`` in the full matrix, on ``device`` (cached: no host copy per forward pass)."""
     index = _token_index(geometry)

@@ -1,10 +1,11 @@
 """Gradient-weighted attention methods (class specific).
 
-* ``"grad_rollout"`` — Chefer, Gur & Wolf (2021b), "Generic Attention-model Explainability":
-  ``R = I``; for each layer ``Ā_l = mean_h((∇_A y_t ⊙ A_l)⁺)`` and ``R ← R + Ā_l R``; the map
-  is the explained row of ``R`` (class-token row, or the mean query of pooled models) over
-  the patches. Swin: ``R_s = ∏ (I + Ā_l)`` inside each stage, joined across patch merging by
-  the children rule (:mod:`~captum_fvit.explain.stages`).
+* ``"grad_rollout"`` — Chefer, Gur & Wolf (2021b), "Generic Attention-model
+  Explainability": ``R = I``; for each layer ``Ā_l = mean_h((∇_A y_t ⊙ A_l)⁺)`` and
+  ``R ← R + Ā_l R``; the map is the explained row of ``R`` (class-token row, or the mean
+  query of pooled models) over the patches. Swin: ``R_s = ∏ (I + Ā_l)`` inside each
+  stage, joined across patch merging by the children rule
+  (:mod:`~captum_fvit.explain.stages`).
 * ``"attn_gradcam"`` — the attention Grad-CAM baseline of Chefer et al. (2021): one layer
   (the last by default), each head's explained row weighted by the mean of the explained
   row of its gradient over the patch entries, averaged over heads, clamped at 0; a Swin
