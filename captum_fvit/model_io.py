@@ -125,8 +125,10 @@ class LogitsModel(nn.Module):
         super().__init__()
         if isinstance(model, nn.Module):
             self.model = model
+            self.training = model.training  # mirror the model's mode (eval stays eval)
         else:
             self._function = model
+            self.training = False
 
     def forward(self, *args: Any, **kwargs: Any) -> torch.Tensor:
         model = self.model if "model" in self._modules else self._function

@@ -176,3 +176,29 @@ def test_quantus_adapter_runs_metrics_one_score_per_input(shapes_vit):
         assert len(sensitivity) == 4 and len(localisation) == 4
         assert all(np.isfinite(v) and v >= 0 for v in sensitivity)
         assert all(0 <= v <= 1 for v in localisation)
+
+
+def test_quantus_adapter_on_a_hugging_face_model():
+    """Quantus calls the model itself: an HF classifier wrapped by ``model_for_quantus``
+    gives the same faithfulness scores as the same network returning plain logits."""
+    import quantus
+    from conftest import make_hf_vit
+
+    from captum_fvit.model_io import LogitsModel
+
+    model = make_hf_vit()
+    x = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0)).numpy()
+    y = np.array([0, 1, 2])
+    explain = QuantusExplainFunc.attention_map("rollout")
+    wrapped = QuantusExplainFunc.model_for_quantus(model)
+    assert isinstance(wrapped, LogitsModel) and QuantusExplainFunc.model_for_quantus(wrapped) is wrapped
+    np.testing.assert_allclose(explain(wrapped, x, y), explain(model, x, y))
+    metric = dict(nr_runs=3, subset_size=16, disable_warnings=True, display_progressbar=False)
+    scores = quantus.FaithfulnessCorrelation(**metric)(
+        model=wrapped, x_batch=x, y_batch=y, a_batch=None, explain_func=explain, device="cpu"
+    )
+    assert len(scores) >= 1 and all(np.isfinite(scores))
+    with pytest.raises(ValueError, match="HuggingFace"):  # why the wrapper is needed
+        quantus.FaithfulnessCorrelation(**metric)(
+            model=model, x_batch=x, y_batch=y, a_batch=None, explain_func=explain, device="cpu"
+        )

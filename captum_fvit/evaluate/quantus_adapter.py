@@ -9,6 +9,11 @@ Some Quantus metrics call the explanation with a *different* model (model-random
 tests pass a randomised copy), so :class:`QuantusExplainFunc` builds the captum-fvit
 attribution from a factory for whichever model it receives, caching one per model.
 
+Quantus calls the model itself and expects a logits tensor; Hugging Face classifiers return
+an ``ImageClassifierOutput`` (and Quantus takes them for text models). Pass
+``QuantusExplainFunc.model_for_quantus(model)`` — the model wrapped so that it returns its
+logits — as Quantus's ``model``; the adapter unwraps it again to explain the model itself.
+
 Example
 -------
 >>> import quantus
@@ -29,6 +34,7 @@ import torch
 from torch import nn
 
 from ..attr import AttentionMap, DDSAttention, FaithfulRegion
+from ..model_io import LogitsModel
 
 __all__ = ["QuantusExplainFunc"]
 
@@ -72,6 +78,12 @@ class QuantusExplainFunc:
         """Per-pixel certified radius ``r_in`` (:class:`~captum_fvit.FaithfulRegion`)."""
         return cls(lambda model: FaithfulRegion(model, denoiser, method, **options), seed=seed)
 
+    @staticmethod
+    def model_for_quantus(model: nn.Module) -> nn.Module:
+        """``model`` as Quantus needs it: called on a tensor, returning ``N×K`` logits (the
+        one logits adapter of captum-fvit, :class:`~captum_fvit.model_io.LogitsModel`)."""
+        return model if isinstance(model, LogitsModel) else LogitsModel(model)
+
     def attribution_for(self, model: nn.Module) -> Any:
         """The (cached) attribution of ``model``."""
         attribution = self._cache.get(model)
@@ -84,6 +96,8 @@ class QuantusExplainFunc:
         """Explain ``inputs`` (numpy ``N×C×H×W``) for ``targets``; returns ``N×1×H×W``."""
         if not isinstance(model, nn.Module):
             raise TypeError(f"Quantus passed a {type(model).__name__}; expected a torch model")
+        if isinstance(model, LogitsModel):
+            model = model.model
         device = kwargs.get("device") or next(model.parameters()).device
         x = torch.as_tensor(np.asarray(inputs), dtype=torch.float32, device=device)
         if x.dim() != 4:
