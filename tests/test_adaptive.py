@@ -455,6 +455,8 @@ def test_paper_preset_small_run_streams_rows_resumes_and_writes_the_table(tmp_pa
     assert resumed.units_run == 1
     strip = lambda rs: [{k: v for k, v in r.items() if k != "seconds"} for r in rs]  # noqa: E731
     assert strip(resumed.rows) == strip(first.rows)
+    with pytest.raises(ValueError, match="other settings"):
+        run_paper_preset(tmp_path, 3, resume=True, **(options | {"n_samples": 3}))
 
 
 def resolve_normalization_of(model):

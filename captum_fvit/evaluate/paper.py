@@ -270,7 +270,18 @@ def run_paper_preset(
         dataset = ShapesBenchmark.from_split("test", config.n_images, image_size=image_size or 64)
     if len(dataset) < config.n_images:
         raise ValueError(f"the dataset has {len(dataset)} images, fewer than n_images={config.n_images}")
-    (out / "config.json").write_text(json.dumps(asdict(config) | {"eps_255": list(config.eps_255)}, indent=2))
+    settings = asdict(config) | {"eps_255": list(config.eps_255), "methods": list(config.methods)}
+    saved = out / "config.json"
+    if resume and saved.exists() and (out / ROWS_FILE).exists():
+        before = json.loads(saved.read_text())
+        changed = sorted(name for name in settings if before.get(name) != settings[name])
+        if changed:
+            raise ValueError(
+                f"{out / ROWS_FILE} was computed with other settings ({', '.join(changed)} "
+                "differ); resume with the same options, or pass resume=False (--no-resume) to "
+                "start over"
+            )
+    saved.write_text(json.dumps(settings, indent=2))
     evaluator = _Evaluator(model, denoiser, normalization, config)
     n_adaptive = config.n_images if config.n_adaptive_images is None else config.n_adaptive_images
     eps_list = sorted(set(float(e) for e in config.eps_255) | {0.0})
@@ -410,7 +421,7 @@ def _order(config: PaperConfig) -> Callable[[tuple], tuple]:
     def key(group: tuple) -> tuple:
         named = dict(zip(("method", "attack", "eps_255"), group, strict=False))
         return (
-            methods.get(named.get("method"), len(methods)),
+            -1 if named.get("method") == "all" else methods.get(named.get("method"), len(methods)),
             attacks.get(named.get("attack"), len(attacks)),
             named.get("eps_255") or 0.0,
         )
@@ -453,7 +464,7 @@ def write_paper_table(out_dir: str | Path, config: PaperConfig | None = None) ->
         "",
     ]
     acc = group_rows([r for r in rows if r["kind"] == "acc"], ("method", "attack", "eps_255"))
-    acc = dict(sorted(acc.items(), key=lambda item: _order(config)((item[0][0] if item[0][0] != "all" else None, *item[0][1:]))))
+    acc = dict(sorted(acc.items(), key=lambda item: _order(config)(item[0])))
     lines += [
         "## Accuracy under attack (plain ViT, identity-smoothed and DDS classifiers)",
         "",
@@ -499,7 +510,41 @@ def write_paper_table(out_dir: str | Path, config: PaperConfig | None = None) ->
             lines.append(f"| {method} | {attack} | {eps_255:g} | {_n(by['dds'])} | " + " | ".join(cells) + " |")
     text = "\n".join(lines) + "\n"
     (out / TABLE_FILE).write_text(text)
+    (out / TABLE_FILE.replace(".md", ".rst")).write_text(markdown_to_rst(text))
     return text
+
+
+def markdown_to_rst(text: str) -> str:
+    """The preset's Markdown (``#`` headings, pipe tables, paragraphs) as reStructuredText
+    (``list-table`` directives), for the documentation page."""
+    out: list[str] = []
+    table: list[list[str]] = []
+
+    def flush() -> None:
+        if not table:
+            return
+        out.extend([".. list-table::", "   :header-rows: 1", ""])
+        for row in table:
+            out.append(f"   * - {row[0]}")
+            out.extend(f"     - {cell}" for cell in row[1:])
+        out.append("")
+        table.clear()
+
+    for line in text.splitlines():
+        if line.startswith("|"):
+            cells = [c.strip() for c in line.strip("|").split("|")]
+            if not all(set(c) <= {"-", ":"} for c in cells):
+                table.append([c.replace("*", "\\*") or "..." for c in cells])
+            continue
+        flush()
+        if line.startswith("#"):
+            level = len(line) - len(line.lstrip("#"))
+            title = line.lstrip("#").strip()
+            out.extend([title, ("=" if level == 1 else "-") * len(title)])
+        else:
+            out.append(line)
+    flush()
+    return "\n".join(out) + "\n"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
