@@ -20,7 +20,6 @@ Run:  OMP_NUM_THREADS=1 python bench/certify_cost.py [--images 16] [--n 500] [--
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import time
 
@@ -33,13 +32,6 @@ from captum_fvit import certify as cert
 from captum_fvit.attr.sequential import certify_at_radius
 from captum_fvit.data import ShapesBenchmark
 from captum_fvit.models import load_default
-
-
-def _region(dds, args) -> FaithfulRegion:
-    options = dict(k=args.k, beta=args.beta, alpha=args.alpha, n=args.n)
-    selection = "n_select" if "n_select" in inspect.signature(FaithfulRegion).parameters else "n0"
-    options[selection] = args.n_select
-    return FaithfulRegion(dds, **options)
 
 
 def _count_from_p_lower(p_lower: float, n: int, alpha: float) -> int:
@@ -86,9 +78,14 @@ def main() -> None:
     data = ShapesBenchmark.from_split("test", size=args.images, image_size=bundle.image_size)
     images = bundle.normalization.from_pixels(data.batch(range(args.images))["image"])
     dds = DDSAttention(
-        bundle.model, bundle.denoiser, "rollout", sigma=args.sigma, batch_size=args.batch_size
+        bundle.model,
+        bundle.denoiser,
+        "rollout",
+        sigma=args.sigma,
+        batch_size=args.batch_size,
+        n_select=args.n_select,
     )
-    region = _region(dds, args)
+    region = FaithfulRegion(dds, k=args.k, beta=args.beta, alpha=args.alpha, n=args.n)
 
     start = time.perf_counter()
     sequential = certify_at_radius(

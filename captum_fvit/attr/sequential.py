@@ -257,20 +257,23 @@ class _State:
             self.votes = torch.zeros(shape, dtype=torch.long, device=self.n.device)
             self.lower = torch.zeros(shape, dtype=torch.float64, device=self.n.device)
             self.upper = torch.ones(shape, dtype=torch.float64, device=self.n.device)
-        self.votes[index] += votes.to(self.n.device)
+        device = self.n.device
+        self.votes[index] += votes.to(device)
         self.count[index] += count.to(self.n.device)
         self.n[index] = n_now
         n_col = self.n[index, None]
         bounds = seq.vote_cs(self.votes[index], n_col, alpha, method=method, looks=looks)
         # Running intersection: on the event that every sequence covers at every look, the
         # intersection over the looks covers too.
-        self.lower[index] = torch.maximum(self.lower[index], bounds.lower.to(self.n.device))
-        self.upper[index] = torch.minimum(self.upper[index], bounds.upper.to(self.n.device))
+        self.lower[index], self.upper[index] = seq.running_intersection(
+            self.lower[index], self.upper[index], bounds.lower.to(device), bounds.upper.to(device)
+        )
         p_lo, p_up = seq.confidence_sequence(
             self.count[index], self.n[index], alpha_pred, method=method, looks=looks
         )
-        self.p_lower[index] = torch.maximum(self.p_lower[index], p_lo.to(self.n.device))
-        self.p_upper[index] = torch.minimum(self.p_upper[index], p_up.to(self.n.device))
+        self.p_lower[index], self.p_upper[index] = seq.running_intersection(
+            self.p_lower[index], self.p_upper[index], p_lo.to(device), p_up.to(device)
+        )
 
 
 def _certificates(region, sampler, state, seed, n_max, method, images, decisions=None, radius=0.0):
