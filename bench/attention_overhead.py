@@ -1,9 +1,11 @@
 """Attention-recording overhead against a bare forward pass, as ratios measured in one run.
 
-For each model config and method: median wall time of ``TokenMapExplainer`` (hooks installed,
+For each model config and method: wall time of ``TokenMapExplainer`` (hooks installed,
 fused attention switched off for the layers the method reads, the method's reduction) divided
-by the median time of a bare fused forward under ``torch.no_grad()``. Gradient methods are also
-compared with a bare forward + backward to the input, the cost floor of any gradient method.
+by the time of a bare fused forward under ``torch.no_grad()`` — the median of ratios of
+alternating pairs, so load from other jobs on a shared machine affects both sides alike.
+Gradient methods are also compared with a bare forward + backward to the input, the cost
+floor of any gradient method.
 
 Swin rows (``swin_t`` at 112 px, ``swin_t224`` at 224 px) include assembling each block's
 window attention into the stage's full token×token matrix.
@@ -34,14 +36,24 @@ CONFIGS = {
 }
 
 
-def _median_seconds(fn, repeats: int) -> float:
+def _seconds(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def _paired_ratio(fn, reference, repeats: int) -> tuple[float, float]:
+    """Median time of ``fn`` and the median of its per-pair ratio to ``reference``, the two
+    run alternately so that a machine shared with other jobs slows both alike."""
     fn()  # warm-up
-    times = []
+    reference()
+    times, ratios = [], []
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        t_ref = _seconds(reference)
+        t = _seconds(fn)
+        times.append(t)
+        ratios.append(t / t_ref)
+    return statistics.median(times), statistics.median(ratios)
 
 
 def run(configs: list[str], batch: int, repeats: int) -> list[dict]:
@@ -60,21 +72,20 @@ def run(configs: list[str], batch: int, repeats: int) -> list[dict]:
             xi = x.detach().requires_grad_(True)
             torch.autograd.grad(model(xi)[:, 0].sum(), xi)
 
-        t_bare = _median_seconds(bare, repeats)
-        t_backward = _median_seconds(bare_backward, repeats)
         for method in sorted(METHODS):
             explainer = TokenMapExplainer(model, method)
-            t = _median_seconds(lambda: explainer(x), repeats)
+            t, ratio = _paired_ratio(lambda: explainer(x), bare, repeats)
+            ratio_backward = None
+            if explainer.method.needs_gradients:
+                _, ratio_backward = _paired_ratio(lambda: explainer(x), bare_backward, repeats)
             rows.append(
                 {
                     "config": config,
                     "batch": batch,
                     "method": method,
                     "ms_per_image": 1e3 * t / batch,
-                    "ratio_vs_bare_forward": t / t_bare,
-                    "ratio_vs_forward_backward": t / t_backward
-                    if explainer.method.needs_gradients
-                    else None,
+                    "ratio_vs_bare_forward": ratio,
+                    "ratio_vs_forward_backward": ratio_backward,
                 }
             )
     return rows

@@ -330,6 +330,24 @@ class _SoftmaxSpy:
 
 
 @pytest.mark.parametrize("name", ["timm", "torchvision", "hf"])
+def test_restored_when_attach_fails_half_way(name):
+    """An adapter that fails after changing two layers leaves nothing behind."""
+    model, _, _ = _family(name)
+    base = type(find_adapter(model))
+
+    class Failing(base):
+        def attach(self, model, layers, emit, stack):
+            super().attach(model, layers[:2], emit, stack)
+            raise RuntimeError("attach failed after two layers")
+
+    before = (model_state(model), _forward_attributes(model))
+    with pytest.raises(RuntimeError, match="after two layers"):
+        with AttentionRecorder(model, adapter=Failing()):
+            pass
+    assert (model_state(model), _forward_attributes(model)) == before
+
+
+@pytest.mark.parametrize("name", ["timm", "torchvision", "hf"])
 def test_gradient_of_full_matrix_is_the_window_gradient_put_in_place(name, monkeypatch):
     """∂score/∂(full matrix) = ∂score/∂(window probabilities), placed token by token."""
     model, size, grids = _family(name)
