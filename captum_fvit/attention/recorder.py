@@ -91,9 +91,11 @@ class AttentionRecorder:
     Parameters
     ----------
     model : nn.Module
-        A timm, torchvision or Hugging Face Vision Transformer (or any model a registered
-        :class:`~captum_fvit.attention.AttentionAdapter` matches). It is not modified beyond
-        the duration of the ``with`` block.
+        A timm, torchvision or Hugging Face Vision Transformer or Swin Transformer (or any
+        model a registered :class:`~captum_fvit.attention.AttentionAdapter` matches). It is
+        not modified beyond the duration of the ``with`` block. A Swin's window attention
+        is delivered as each stage's full ``N×heads×T_s×T_s`` matrix (0 between tokens that
+        do not share a window).
     listener : AttentionListener, optional
         Receives each layer's attention; defaults to a new :class:`AttentionStore`
         (available as :attr:`store`). It may be swapped between forward passes.
