@@ -31,7 +31,7 @@ from .base import (
     resolve_layer,
     run_on_maps,
 )
-from .stages import combine_stage_products, query_rows, to_first_grid
+from .stages import combine_stage_factors, query_rows, to_first_grid
 
 __all__ = [
     "GradientRollout",
@@ -52,7 +52,9 @@ class _GradRolloutAccumulator(TokenMapAccumulator):
         super().__init__(num_layers, cls_index, layer_stages)
         self.start = start
         self.probs: dict[int, torch.Tensor] = {}
-        self.products: dict[int, torch.Tensor] = {}
+        self.hierarchical = len(set(self.layer_stages)) > 1
+        #: stage → factors of R_s, left to right (one running product for a plain ViT)
+        self.factors: dict[int, list[torch.Tensor]] = {}
 
     def on_attention(self, layer: int, probs: torch.Tensor) -> None:
         if layer >= self.start:
@@ -64,19 +66,20 @@ class _GradRolloutAccumulator(TokenMapAccumulator):
         if probs is None:
             return
         cam = (at_least_float32(grad) * at_least_float32(probs)).clamp(min=0).mean(1)
-        # Gradients arrive last layer first, so R_s = (I + Ā_L)⋯(I + Ā_l) grows on the right.
-        stage = self.stage_of(layer)
-        product = self.products.get(stage)
-        if product is None:
-            eye = torch.eye(cam.shape[-1], dtype=cam.dtype, device=cam.device)
-            self.products[stage] = eye + cam
+        # Gradients arrive last layer first, so R_s = (I + Ā_L)⋯(I + Ā_l) grows on the right:
+        # a running product for a plain ViT; for a hierarchical model the factors are kept
+        # and the explained row is pushed through them (O(T²) each instead of O(T³)).
+        factors = self.factors.setdefault(self.stage_of(layer), [])
+        if factors and not self.hierarchical:
+            factors[0] = factors[0] + factors[0] @ cam
         else:
-            self.products[stage] = product + product @ cam
+            eye = torch.eye(cam.shape[-1], dtype=cam.dtype, device=cam.device)
+            factors.append(eye + cam)
 
     def result(self, layout: TokenLayout) -> torch.Tensor:
-        if not self.products:
+        if not self.factors:
             raise RuntimeError("grad_rollout needs gradients: call the recorder's backward()")
-        return combine_stage_products(self.products, self.cls_index, layout)
+        return combine_stage_factors(self.factors, self.cls_index, layout)
 
 
 @register_method

@@ -10,8 +10,12 @@ Swin: the product runs inside each stage, ``R_s = ∏ Â_l`` over the stage's la
 across a patch merging by the children rule, ``R = R_S M_{S-1} R_{S-1} ⋯ M_0 R_0``
 (:mod:`~captum_fvit.explain.stages`); the map is the mean row of ``R``, on the first grid.
 
-The product of each stage is accumulated while the model runs (``R_s ← Â_l R_s``), so memory
-holds one ``N×T_s×T_s`` matrix per stage whatever the depth.
+For a plain ViT the product is accumulated while the model runs (``R ← Â_l R``), so memory
+holds one ``N×T×T`` matrix whatever the depth. For a hierarchical model each layer's
+``N×T_s×T_s`` step is kept instead and the explained row is pushed through them at the end
+(row × matrix, ``O(T_s²)`` per layer): a product would cost ``O(T_s³)`` per layer, which
+dominates for Swin's first stage (``T_0 = 3136`` at 224 px), whose two layers cost at most
+twice the memory of one product.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from .base import (
     resolve_layer,
     run_on_maps,
 )
-from .stages import combine_stage_products
+from .stages import combine_stage_factors
 
 __all__ = ["AttentionRollout", "attention_rollout"]
 
@@ -58,7 +62,9 @@ class _RolloutAccumulator(TokenMapAccumulator):
         self.start = start
         self.head_fusion = head_fusion
         self.residual = residual
-        self.products: dict[int, torch.Tensor] = {}
+        self.hierarchical = len(set(self.layer_stages)) > 1
+        #: stage → factors of R_s, left to right (one running product for a plain ViT)
+        self.factors: dict[int, list[torch.Tensor]] = {}
         self.last_layer = -1
 
     def on_attention(self, layer: int, probs: torch.Tensor) -> None:
@@ -70,14 +76,18 @@ class _RolloutAccumulator(TokenMapAccumulator):
         step = residual_attention(
             fuse_heads(at_least_float32(probs), self.head_fusion), self.residual
         )
-        stage = self.stage_of(layer)
-        product = self.products.get(stage)
-        self.products[stage] = step if product is None else step @ product
+        factors = self.factors.setdefault(self.stage_of(layer), [])
+        if self.hierarchical:
+            factors.insert(0, step)  # later layers multiply from the left
+        elif factors:
+            factors[0] = step @ factors[0]
+        else:
+            factors.append(step)
 
     def result(self, layout: TokenLayout) -> torch.Tensor:
-        if not self.products:
+        if not self.factors:
             raise RuntimeError("no attention layer was recorded for rollout")
-        return combine_stage_products(self.products, self.cls_index, layout)
+        return combine_stage_factors(self.factors, self.cls_index, layout)
 
 
 @register_method

@@ -18,13 +18,19 @@ attention row keeps its sum; products across stages are
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import torch
 
 from ..attention.layout import TokenLayout, merged_grid
 
-__all__ = ["query_rows", "spread_to_children", "to_first_grid", "combine_stage_products"]
+__all__ = [
+    "query_rows",
+    "spread_to_children",
+    "to_first_grid",
+    "combine_stage_factors",
+    "combine_stage_products",
+]
 
 
 def query_rows(
@@ -80,25 +86,40 @@ def to_first_grid(values: torch.Tensor, layout: TokenLayout, stage: int) -> torc
     return values
 
 
-def combine_stage_products(
-    products: Mapping[int, torch.Tensor], cls_index: int | None, layout: TokenLayout
+def combine_stage_factors(
+    factors: Mapping[int, Sequence[torch.Tensor]], cls_index: int | None, layout: TokenLayout
 ) -> torch.Tensor:
-    """The explained row of ``R = R_S M_{S-1} R_{S-1} ⋯ M_0 R_0`` over the first grid's patches.
+    """The explained row of ``R = R_S M_{S-1} R_{S-1} ⋯ M_0 R_0`` over the first grid's patches,
+    with each stage's ``R_s = F_1 F_2 ⋯ F_m`` given as its factors.
+
+    Only row-vector × matrix products are formed, ``O(T_s²)`` per factor: ``q(R)`` is linear
+    in ``R``, so the explained row is pushed down from the last stage instead of multiplying
+    ``T×T`` matrices (``O(T³)``, which dominates for Swin's large first stages).
 
     Parameters
     ----------
-    products : mapping of int to Tensor
-        Stage → ``N×T_s×T_s`` product of that stage's recorded layers; stages without one
-        contribute the identity.
+    factors : mapping of int to sequence of Tensor
+        Stage → ``N×T_s×T_s`` factors, left to right (a running product is one factor);
+        stages without factors contribute the identity.
     cls_index : int or None
         Class-token index, or ``None`` for the mean query.
     layout : TokenLayout
         Stage grids and prefix tokens.
     """
-    top = max(products)
-    row = query_rows(products[top], cls_index, layout, top)
+    top = max(factors)
+    first, *rest = factors[top]
+    row = query_rows(first, cls_index, layout, top)
+    for factor in rest:
+        row = (row.unsqueeze(-2) @ factor).squeeze(-2)
     for s in range(top - 1, -1, -1):
         row = spread_to_children(row, layout.stage_grids[s])
-        if s in products:
-            row = (row.unsqueeze(-2) @ products[s]).squeeze(-2)
+        for factor in factors.get(s, ()):
+            row = (row.unsqueeze(-2) @ factor).squeeze(-2)
     return row[..., layout.patch_slice] if top == 0 else row
+
+
+def combine_stage_products(
+    products: Mapping[int, torch.Tensor], cls_index: int | None, layout: TokenLayout
+) -> torch.Tensor:
+    """:func:`combine_stage_factors` with one product matrix ``R_s`` per stage."""
+    return combine_stage_factors({s: [p] for s, p in products.items()}, cls_index, layout)
