@@ -485,6 +485,42 @@ def test_methods_match_plain_loop_references_on_swin(name):
     )
 
 
+@pytest.mark.parametrize("name", sorted(SWIN_FAMILIES))
+def test_window_form_fast_path_equals_the_full_matrix_path(name, monkeypatch):
+    """The built-in methods work on Swin's compact window form; forcing them onto the full
+    matrices (the path the loop references check) gives the same maps."""
+    from captum_fvit.explain import gradient, raw, rollout
+
+    model, size, _ = _family(name)
+    x = swin_images(2, seed=7, size=size)
+    received = []
+
+    class Spy:
+        accepts_windows = True
+
+        def on_attention(self, layer, probs):
+            received.append(type(probs).__name__)
+
+        def on_gradient(self, layer, grad):
+            received.append(type(grad).__name__)
+
+    with AttentionRecorder(model, Spy(), gradients=True) as recorder:
+        recorder.backward(logits(model(x))[:, 0].sum())
+    assert received == ["WindowedAttention"] * 8
+    options = {"raw": {"head_fusion": "max"}, "rollout": {"start_layer": 1}}
+    fast = {m: TokenMapExplainer(model, m, **options.get(m, {}))(x, 2).maps for m in METHODS}
+    for module, names in (
+        (raw, ["_RawAccumulator"]),
+        (rollout, ["_RolloutAccumulator"]),
+        (gradient, ["_GradRolloutAccumulator", "_GradCAMAccumulator"]),
+    ):
+        for cls in names:
+            monkeypatch.setattr(getattr(module, cls), "accepts_windows", False)
+    for method in sorted(METHODS):
+        dense = TokenMapExplainer(model, method, **options.get(method, {}))(x, 2).maps
+        torch.testing.assert_close(fast[method], dense, atol=1e-6, rtol=1e-5)
+
+
 def test_children_rule_spreads_relevance_equally_and_keeps_the_sum():
     grid = (3, 5)  # odd both ways: merged 2×3 with 4-, 2- and 1-child parents
     coarse = torch.arange(1.0, 7.0).reshape(1, 6)

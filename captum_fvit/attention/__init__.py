@@ -16,7 +16,7 @@ from .swin_transformers import TransformersSwinAdapter
 from .timm import TimmViTAdapter
 from .torchvision import TorchvisionViTAdapter
 from .transformers import TransformersViTAdapter
-from .windows import WindowGeometry, assemble_windows
+from .windows import WindowedAttention, WindowGeometry, assemble_windows
 
 for _adapter in (
     TimmSwinAdapter(),
@@ -43,6 +43,7 @@ __all__ = [
     "TransformersSwinAdapter",
     "TransformersViTAdapter",
     "WindowGeometry",
+    "WindowedAttention",
     "assemble_windows",
     "find_adapter",
     "infer_grid",

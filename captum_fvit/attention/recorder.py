@@ -29,6 +29,7 @@ from torch import nn
 from ..concurrency import model_lock
 from .adapter import AttentionAdapter, find_adapter
 from .layout import TokenLayout
+from .windows import WindowedAttention
 
 __all__ = ["AttentionListener", "AttentionStore", "AttentionRecorder"]
 
@@ -40,7 +41,9 @@ class AttentionListener(Protocol):
     ``on_attention(layer, probs)`` gets the probabilities ``N×heads×T×T`` of one layer (with
     their autograd graph when the recorder records gradients); ``on_gradient(layer, grad)``
     gets ``∂score/∂probs`` of the same shape, in reverse layer order, when
-    :meth:`AttentionRecorder.backward` runs.
+    :meth:`AttentionRecorder.backward` runs. A listener with ``accepts_windows = True``
+    receives a Swin block's attention (and gradient) as the compact
+    :class:`~captum_fvit.attention.WindowedAttention` instead of the full matrix.
     """
 
     def on_attention(self, layer: int, probs: torch.Tensor) -> None: ...
@@ -166,9 +169,17 @@ class AttentionRecorder:
     ) -> None:
         self._num_tokens = probs.shape[-1]
         self._tokens_by_layer[layer] = probs.shape[-1]
-        self.listener.on_attention(layer, probs)
+        self.listener.on_attention(layer, self._for_listener(probs))
         if self.gradients:
             self._anchors.append((layer, anchor, to_probs_grad))
+
+    def _for_listener(self, probs):
+        """The full matrix, unless the listener accepts Swin's compact window form."""
+        if isinstance(probs, WindowedAttention) and not getattr(
+            self.listener, "accepts_windows", False
+        ):
+            return probs.dense()
+        return probs
 
     def reset(self) -> None:
         """Forget the graph references of the last forward pass."""
@@ -198,7 +209,8 @@ class AttentionRecorder:
         anchors, self._anchors = self._anchors, []
         grads = torch.autograd.grad(score, [a for _, a, _ in anchors])
         for (layer, _, convert), grad in reversed(list(zip(anchors, grads, strict=True))):
-            self.listener.on_gradient(layer, grad if convert is None else convert(grad))
+            grad = grad if convert is None else convert(grad)
+            self.listener.on_gradient(layer, self._for_listener(grad))
 
     # -- layout -----------------------------------------------------------------------------
     def layout(self, image_size: Sequence[int]) -> TokenLayout:

@@ -5,8 +5,9 @@ explained row is the mean query. Stage ``s + 1`` starts with a patch merging tha
 2×2 block of stage-``s`` tokens (odd sides zero-padded) into one token, so the grids are
 ``g_0 = token_grid(image)`` and ``g_{s+1} = (⌈h_s/2⌉, ⌈w_s/2⌉)``. Each block's window
 attention is reported as the stage's full ``N×heads×T_s×T_s`` matrix
-(:func:`~captum_fvit.attention.windows.assemble_windows`), with the window probabilities as
-the autograd anchor.
+(:func:`~captum_fvit.attention.windows.assemble_windows`; listeners that accept it get the
+compact :class:`~captum_fvit.attention.WindowedAttention` instead), with the window
+probabilities as the autograd anchor.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from torch import nn
 
 from .adapter import AttentionAdapter, AttentionEmit
 from .layout import TokenLayout, merged_grid
-from .windows import WindowGeometry, assemble_windows
+from .windows import WindowedAttention, WindowGeometry
 
 __all__ = ["SwinAdapterBase", "emit_windows"]
 
@@ -29,14 +30,17 @@ def emit_windows(
 ) -> None:
     """Report one block's window probabilities as the stage's full matrix.
 
+    They are handed over as a :class:`~captum_fvit.attention.WindowedAttention`; the
+    recorder gives listeners the full ``N×heads×T×T`` matrix
+    (:func:`~captum_fvit.attention.assemble_windows`) unless they accept the window form.
     ``windows`` is the tensor the block multiplied with its values, so it is the autograd
-    anchor; its gradient is placed into the full matrix the same way.
+    anchor; its gradient is delivered in the same form.
     """
     emit(
         layer,
-        assemble_windows(windows, geometry),
+        WindowedAttention(windows, geometry),
         windows,
-        lambda grad: assemble_windows(grad, geometry),
+        lambda grad: WindowedAttention(grad, geometry),
     )
 
 

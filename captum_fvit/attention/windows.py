@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["WindowGeometry", "assemble_windows"]
+__all__ = ["WindowGeometry", "WindowedAttention", "assemble_windows"]
 
 
 @dataclass(frozen=True)
@@ -77,6 +77,21 @@ class WindowGeometry:
         padding. Windows are in the order the model batches them (row-major over the
         window grid), positions row-major inside a window."""
         return _token_index(self).to(device)
+
+
+    def real_index(self, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
+        """``(positions, tokens)``: the flat window positions (over ``n_windows·A``) that
+        hold a token, and that token's index; cached per device."""
+        return _real_index(self, torch.device(device))
+
+
+@functools.lru_cache(maxsize=128)
+def _real_index(
+    geometry: WindowGeometry, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    index = _token_index(geometry).reshape(-1)
+    positions = (index >= 0).nonzero().squeeze(1)
+    return positions.to(device), index[positions].to(device)
 
 
 @functools.lru_cache(maxsize=64)
@@ -144,3 +159,50 @@ def assemble_windows(windows: torch.Tensor, geometry: WindowGeometry) -> torch.T
     tokens = geometry.num_tokens
     full = windows.new_zeros(n, heads, tokens * tokens).index_copy(-1, flat, source)
     return full.view(n, heads, tokens, tokens)
+
+
+@dataclass(frozen=True, eq=False)
+class WindowedAttention:
+    """One Swin block's attention in its compact window form, with its geometry.
+
+    The full matrix (:meth:`dense`) is block-sparse: each token attends only inside its
+    window. Listeners that declare ``accepts_windows = True`` (the built-in methods)
+    receive this form from :class:`~captum_fvit.attention.AttentionRecorder` and work on
+    ``N·n_windows·heads·A²`` numbers instead of ``N·heads·T²``; every other listener gets
+    :meth:`dense`.
+
+    Attributes
+    ----------
+    windows : Tensor
+        ``(N·n_windows)×heads×A×A`` as the block computed it (or its gradient).
+    geometry : WindowGeometry
+        Which token each window position holds.
+    """
+
+    windows: torch.Tensor
+    geometry: WindowGeometry
+
+    @property
+    def shape(self) -> torch.Size:
+        """Shape ``N×heads×T×T`` of the full matrix."""
+        n = self.windows.shape[0] // self.geometry.num_windows
+        tokens = self.geometry.num_tokens
+        return torch.Size((n, self.windows.shape[1], tokens, tokens))
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.windows.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.windows.device
+
+    def per_image(self) -> torch.Tensor:
+        """The windows as ``N×n_windows×heads×A×A``."""
+        n, heads = self.shape[0], self.shape[1]
+        area = self.geometry.window_area
+        return self.windows.reshape(n, self.geometry.num_windows, heads, area, area)
+
+    def dense(self) -> torch.Tensor:
+        """The full ``N×heads×T×T`` matrix (:func:`assemble_windows`)."""
+        return assemble_windows(self.windows, self.geometry)

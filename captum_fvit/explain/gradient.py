@@ -23,6 +23,7 @@ from collections.abc import Sequence
 import torch
 
 from ..attention.layout import TokenLayout
+from ..attention.windows import WindowedAttention
 from .base import (
     TokenMapAccumulator,
     TokenMapMethod,
@@ -32,6 +33,7 @@ from .base import (
     run_on_maps,
 )
 from .stages import combine_stage_factors, query_rows, to_first_grid
+from .windowed import window_cam, window_mean_query
 
 __all__ = [
     "GradientRollout",
@@ -41,7 +43,13 @@ __all__ = [
 ]
 
 
+def _float_windows(attention: WindowedAttention) -> WindowedAttention:
+    return WindowedAttention(at_least_float32(attention.windows), attention.geometry)
+
+
 class _GradRolloutAccumulator(TokenMapAccumulator):
+    accepts_windows = True  # Swin layers arrive in window form (explain.windowed)
+
     def __init__(
         self,
         num_layers: int,
@@ -65,6 +73,12 @@ class _GradRolloutAccumulator(TokenMapAccumulator):
         probs = self.probs.pop(layer, None)
         if probs is None:
             return
+        if isinstance(probs, WindowedAttention) and isinstance(grad, WindowedAttention):
+            if self.hierarchical:  # Swin: stay in window form, O(T·A) per layer
+                factor = window_cam(_float_windows(probs), _float_windows(grad))
+                self.factors.setdefault(self.stage_of(layer), []).append(factor)
+                return
+            probs, grad = probs.dense(), grad.dense()
         cam = (at_least_float32(grad) * at_least_float32(probs)).clamp(min=0).mean(1)
         # Gradients arrive last layer first, so R_s = (I + Ā_L)⋯(I + Ā_l) grows on the right:
         # a running product for a plain ViT; for a hierarchical model the factors are kept
@@ -116,6 +130,8 @@ class GradientRollout(TokenMapMethod):
 
 
 class _GradCAMAccumulator(TokenMapAccumulator):
+    accepts_windows = True  # Swin layers arrive in window form (explain.windowed)
+
     def __init__(
         self,
         num_layers: int,
@@ -128,7 +144,11 @@ class _GradCAMAccumulator(TokenMapAccumulator):
         self.probs: torch.Tensor | None = None
         self.grad: torch.Tensor | None = None
 
-    def _keep(self, tensor: torch.Tensor) -> torch.Tensor:
+    def _keep(self, tensor: torch.Tensor | WindowedAttention) -> torch.Tensor:
+        if isinstance(tensor, WindowedAttention):
+            if self.cls_index is None:  # the mean query row per head, N×heads×T
+                return window_mean_query(_float_windows(tensor))
+            tensor = tensor.dense()
         tensor = at_least_float32(tensor)
         if self.cls_index is not None and self.stage_of(self.layer) == 0:
             return tensor[:, :, self.cls_index, :]  # the row is all we need

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import torch
 
 from ..attention.layout import TokenLayout
+from ..attention.windows import WindowedAttention
 from .base import (
     TokenMapAccumulator,
     TokenMapMethod,
@@ -27,11 +28,14 @@ from .base import (
     run_on_maps,
 )
 from .stages import query_rows, to_first_grid
+from .windowed import window_mean_query
 
 __all__ = ["RawAttention", "raw_attention"]
 
 
 class _RawAccumulator(TokenMapAccumulator):
+    accepts_windows = True  # Swin layers arrive in window form (explain.windowed)
+
     def __init__(
         self,
         num_layers: int,
@@ -45,9 +49,15 @@ class _RawAccumulator(TokenMapAccumulator):
         self.head_fusion = head_fusion
         self.kept: torch.Tensor | None = None
 
-    def on_attention(self, layer: int, probs: torch.Tensor) -> None:
+    def on_attention(self, layer: int, probs: torch.Tensor | WindowedAttention) -> None:
         if layer != self.layer:
             return
+        if isinstance(probs, WindowedAttention):
+            if self.cls_index is None:  # the mean query row per head, N×heads×T
+                windows = WindowedAttention(at_least_float32(probs.windows), probs.geometry)
+                self.kept = window_mean_query(windows)
+                return
+            probs = probs.dense()
         probs = at_least_float32(probs)
         if self.cls_index is not None and self.stage_of(layer) == 0:
             self.kept = probs[:, :, self.cls_index, :]  # the row is all we need

@@ -25,6 +25,7 @@ from collections.abc import Sequence
 import torch
 
 from ..attention.layout import TokenLayout
+from ..attention.windows import WindowedAttention
 from .base import (
     TokenMapAccumulator,
     TokenMapMethod,
@@ -36,6 +37,7 @@ from .base import (
     run_on_maps,
 )
 from .stages import combine_stage_factors
+from .windowed import window_rollout_step
 
 __all__ = ["AttentionRollout", "attention_rollout"]
 
@@ -49,6 +51,8 @@ def residual_attention(fused: torch.Tensor, residual: bool) -> torch.Tensor:
 
 
 class _RolloutAccumulator(TokenMapAccumulator):
+    accepts_windows = True  # Swin layers arrive in window form (explain.windowed)
+
     def __init__(
         self,
         num_layers: int,
@@ -67,12 +71,19 @@ class _RolloutAccumulator(TokenMapAccumulator):
         self.factors: dict[int, list[torch.Tensor]] = {}
         self.last_layer = -1
 
-    def on_attention(self, layer: int, probs: torch.Tensor) -> None:
+    def on_attention(self, layer: int, probs: torch.Tensor | WindowedAttention) -> None:
         if layer < self.start:
             return
         if layer <= self.last_layer:
             raise RuntimeError("rollout received layers out of order; record each layer once")
         self.last_layer = layer
+        if isinstance(probs, WindowedAttention):
+            if self.hierarchical:  # Swin: stay in window form, O(T·A) per layer
+                windows = WindowedAttention(at_least_float32(probs.windows), probs.geometry)
+                step = window_rollout_step(windows, self.head_fusion, self.residual)
+                self.factors.setdefault(self.stage_of(layer), []).insert(0, step)
+                return
+            probs = probs.dense()
         step = residual_attention(
             fuse_heads(at_least_float32(probs), self.head_fusion), self.residual
         )

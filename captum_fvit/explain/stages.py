@@ -98,9 +98,10 @@ def combine_stage_factors(
 
     Parameters
     ----------
-    factors : mapping of int to sequence of Tensor
-        Stage → ``N×T_s×T_s`` factors, left to right (a running product is one factor);
-        stages without factors contribute the identity.
+    factors : mapping of int to sequence of Tensor or WindowFactor
+        Stage → ``N×T_s×T_s`` factors (or Swin window-form factors,
+        :class:`~captum_fvit.explain.windowed.WindowFactor`), left to right (a running
+        product is one factor); stages without factors contribute the identity.
     cls_index : int or None
         Class-token index, or ``None`` for the mean query.
     layout : TokenLayout
@@ -108,14 +109,26 @@ def combine_stage_factors(
     """
     top = max(factors)
     first, *rest = factors[top]
-    row = query_rows(first, cls_index, layout, top)
+    if hasattr(first, "left_multiply"):  # a Swin layer in window form (explain.windowed)
+        if cls_index is not None and top == 0:
+            raise ValueError("window-form attention has no class token to read")
+        row = first.mean_query()
+    else:
+        row = query_rows(first, cls_index, layout, top)
     for factor in rest:
-        row = (row.unsqueeze(-2) @ factor).squeeze(-2)
+        row = _times(row, factor)
     for s in range(top - 1, -1, -1):
         row = spread_to_children(row, layout.stage_grids[s])
         for factor in factors.get(s, ()):
-            row = (row.unsqueeze(-2) @ factor).squeeze(-2)
+            row = _times(row, factor)
     return row[..., layout.patch_slice] if top == 0 else row
+
+
+def _times(row: torch.Tensor, factor) -> torch.Tensor:
+    """``row · factor`` for an ``N×T×T`` matrix or a window-form factor."""
+    if hasattr(factor, "left_multiply"):
+        return factor.left_multiply(row)
+    return (row.unsqueeze(-2) @ factor).squeeze(-2)
 
 
 def combine_stage_products(
