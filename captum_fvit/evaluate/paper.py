@@ -478,6 +478,7 @@ def write_paper_table(out_dir: str | Path, config: PaperConfig | None = None) ->
             + " | ".join(_cell(by[c], n_boot) for c in CLASSIFIERS) + " |"
         )
     floors = group_rows([r for r in rows if r["kind"] == "floor"], ("method",))
+    floors = dict(sorted(floors.items(), key=lambda item: _order(config)(item[0])))
     lines += [
         "",
         "## Monte-Carlo floor: top-k overlap of two clean runs with independent seeds",
