@@ -23,6 +23,7 @@ from collections.abc import Mapping, Sequence
 import torch
 
 from ..attention.layout import TokenLayout, merged_grid
+from .windowed import WindowFactor
 
 __all__ = [
     "query_rows",
@@ -109,7 +110,7 @@ def combine_stage_factors(
     """
     top = max(factors)
     first, *rest = factors[top]
-    if hasattr(first, "left_multiply"):  # a Swin layer in window form (explain.windowed)
+    if isinstance(first, WindowFactor):  # a Swin layer in window form
         if cls_index is not None and top == 0:
             raise ValueError("window-form attention has no class token to read")
         row = first.mean_query()
@@ -126,7 +127,7 @@ def combine_stage_factors(
 
 def _times(row: torch.Tensor, factor) -> torch.Tensor:
     """``row · factor`` for an ``N×T×T`` matrix or a window-form factor."""
-    if hasattr(factor, "left_multiply"):
+    if isinstance(factor, WindowFactor):
         return factor.left_multiply(row)
     return (row.unsqueeze(-2) @ factor).squeeze(-2)
 
