@@ -236,7 +236,7 @@ def _mixture_lower_end(
 def union_cs(
     counts: Tensor, n: int | Tensor, alpha: float, *, looks: int, simultaneous_over: int = 1
 ) -> tuple[Tensor, Tensor]:
-    """Clopper–Pearson at level ``alpha / (looks * simultaneous_over)``: a CS over ``looks`` looks.
+    """Clopper–Pearson at level ``alpha / (looks * simultaneous_over)``: a CS over ``looks``.
 
     Valid for at most ``looks`` looks at sample sizes fixed before sampling (e.g.
     :func:`look_schedule`), whatever rule decides when to stop among them.
@@ -349,7 +349,7 @@ def running_intersection(
 
 
 def look_schedule(n_max: int, chunk: int, growth: float = 1.0) -> list[int]:
-    """Cumulative sample sizes of the looks: ``chunk``, then steps growing by ``growth``, capped at ``n_max``.
+    """Cumulative sample sizes of the looks: ``chunk``, then steps growing by ``growth``.
 
     Parameters
     ----------

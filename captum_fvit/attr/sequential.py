@@ -1,4 +1,4 @@
-"""Sequential certification: draw DDS samples chunk by chunk and stop as soon as the answer is known.
+"""Sequential certification: draw DDS samples chunk by chunk, stop once the answer is known.
 
 :func:`certify_at_radius` answers "is x (r, β, k)-faithful?" for a requested ℓ2 radius ``r``
 ([0, 1] pixel units). After the ``n_select`` selection samples fix the class (as in the
@@ -402,7 +402,9 @@ def certify_at_radius(
     for total in schedule:
         index = active.nonzero()[:, 0]
         votes, count = sampler.draw(index.to(device), done_samples, total)
-        state.update(index.to(device), votes, count, total, region.alpha, region.alpha_pred, method, looks)
+        state.update(
+            index.to(device), votes, count, total, region.alpha, region.alpha_pred, method, looks
+        )
         expl = seq.explanation_decision(
             state.lower[index], state.upper[index], region.k, region.beta, region.sigma, radius
         )
