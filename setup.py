@@ -35,11 +35,14 @@ EXTRAS_REQUIRE = {
         "scikit-learn>=1.3",
         "h5py>=3.8",
         "quantus==0.6.0",
-        # The suite builds the docs (sphinx-build -W) and runs every tutorial.
+        # The suite builds the docs (sphinx-build -W), which executes every tutorial
+        # (sphinx-gallery) and draws the guide's figures.
         "sphinx>=8",
+        "sphinx-gallery==0.22.1",
     ],
     "docs": [
         "sphinx>=8",
+        "sphinx-gallery==0.22.1",
     ],
 }
 

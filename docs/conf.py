@@ -5,12 +5,19 @@ Build (offline, from the repository root)::
     python -m sphinx -W --keep-going -b html docs docs/_build/html
 
 The API reference is generated at build time from :data:`API_MODULES` (the one place that
-lists what it covers); the tutorial pages are rendered from the percent-format scripts in
-``tutorials/``. Nothing is fetched from the network: intersphinx is not loaded.
+lists what it covers). The tutorials (percent-format scripts in ``tutorials/``) are executed
+by sphinx-gallery at build time (``docs/_ext/gallery_tools.py``), so their pages show the
+printed output and the figures, under a gallery of thumbnails; the figures of the guide are
+drawn from the bundled models at build time (``docs/_ext/fvit_figures.py``). Nothing is
+fetched from the network: intersphinx is not loaded.
+
+sphinx-gallery skips a tutorial whose script did not change since the last build; force a
+fresh run with ``-D sphinx_gallery_conf.run_stale_examples=True`` (the test suite does).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -20,6 +27,7 @@ sys.path.insert(0, str(ROOT))  # document the working tree, installed or not
 sys.path.insert(0, str(DOCS / "_ext"))
 
 import captum_fvit  # noqa: E402
+import gallery_tools  # noqa: E402
 
 # -- project -------------------------------------------------------------------------------
 project = "captum-fvit"
@@ -63,6 +71,8 @@ extensions = [
     "sphinx.ext.napoleon",
     "apipages",  # docs/_ext/apipages.py: API pages from API_MODULES, alias resolution
     "percent_tutorials",  # docs/_ext/percent_tutorials.py: the ``percent-script`` directive
+    "sphinx_gallery.gen_gallery",  # executes the tutorials: output, figures, thumbnails
+    "fvit_figures",  # docs/_ext/fvit_figures.py: the ``fvit-figure`` directive
 ]
 intersphinx_mapping: dict = {}  # offline: never fetch inventories
 
@@ -81,14 +91,15 @@ napoleon_preprocess_types = False
 # -- sources and output --------------------------------------------------------------------
 source_suffix = {".rst": "restructuredtext"}
 root_doc = "index"
-exclude_patterns = ["_build", "Thumbs.db", ".DS_Store"]
+exclude_patterns = ["_build", "_ext", "Thumbs.db", ".DS_Store"]
 templates_path: list[str] = []
 pygments_style = "sphinx"
 default_role = "code"  # single backticks render as code instead of warning
 
 html_theme = "alabaster"  # ships with Sphinx
 html_title = f"captum-fvit {release}"
-html_static_path: list[str] = []
+html_static_path = ["_static"]
+html_css_files = ["fvit.css"]  # long code lines wrap instead of being cut off
 html_theme_options = {
     "description": "Faithful Vision Transformer explanations for Captum",
     "fixed_sidebar": True,
@@ -96,3 +107,32 @@ html_theme_options = {
     "sidebar_width": "240px",
 }
 html_show_sourcelink = False
+
+# -- the tutorials: executed by sphinx-gallery ---------------------------------------------
+#: The tutorials write their figures and results here (read by the image scraper and, in
+#: the test suite, by tests/test_tutorials.py).
+os.environ.setdefault(gallery_tools.OUT_ENV, str(DOCS / "_build" / "tutorial_outputs"))
+os.environ.setdefault("MPLBACKEND", "Agg")
+gallery_tools.write_gallery_sources(
+    ROOT / "tutorials",
+    DOCS / "_build" / "gallery_src",
+    DOCS / "_ext" / "tutorials_header.rst",
+    download_prefix="../../tutorials",  # from docs/tutorials/<page>.rst
+)
+gallery_tools.snapshot_outputs()
+
+sphinx_gallery_conf = {
+    "examples_dirs": "_build/gallery_src",  # generated from tutorials/*.py above
+    "gallery_dirs": "tutorials",  # generated pages: docs/tutorials/<name>.rst (git-ignored)
+    "filename_pattern": r".*\.py$",  # execute every tutorial
+    "within_subsection_order": "gallery_tools.TutorialOrder",
+    "image_scrapers": ("gallery_tools.scrape_outputs",),
+    "abort_on_example_error": True,  # a failing tutorial fails the build
+    "write_computation_times": False,  # no sg_execution_times page
+    "download_all_examples": False,
+    "show_signature": False,
+    "capture_repr": (),  # printed output only
+    "remove_config_comments": True,
+    "run_stale_examples": False,
+}
+

@@ -1,8 +1,10 @@
 """The documentation builds offline with Sphinx, warnings as errors, and covers the API.
 
-``sphinx-build -W --keep-going -b html docs <tmp>`` must succeed; the built site must have
-the user guide, the tutorials and an API entry for every public object (everything in the
-``__all__`` of each module the reference lists).
+``sphinx-build -W --keep-going -b html docs <tmp>`` must succeed (built once per session by
+tests/docs_build.py, which also executes the tutorials); the built site must have the user
+guide, the executed tutorials, the figures of the guide (drawn at build time), readable
+code, and an API entry for every public object (everything in the ``__all__`` of each module
+the reference lists).
 """
 
 from __future__ import annotations
@@ -11,18 +13,13 @@ import ast
 import importlib
 import importlib.util
 import inspect
-import os
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[1]
-DOCS = ROOT / "docs"
-TIMEOUT_S = 600
+from docs_build import DOCS, ROOT, build_docs
 
 GUIDE_PAGES = [
     "concepts",
@@ -60,31 +57,10 @@ def _identity(obj, name: str):
     return (name, id(obj))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def built_docs(tmp_path_factory) -> Path:
-    try:
-        import sphinx  # noqa: F401
-    except ImportError:  # pragma: no cover - a missing dependency must fail, not skip
-        pytest.fail("sphinx is not installed: install the test extra (pip install -e '.[test]')")
-    out = tmp_path_factory.mktemp("html")
-    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONHASHSEED="0")
-    start = time.perf_counter()
-    result = subprocess.run(
-        [sys.executable, "-m", "sphinx", "-W", "--keep-going", "-b", "html", "-q",
-         str(DOCS), str(out)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT_S,
-    )
-    seconds = time.perf_counter() - start
-    assert result.returncode == 0, (
-        f"sphinx-build failed (exit {result.returncode}) after {seconds:.0f} s:\n"
-        f"{result.stderr[-10000:]}\n{result.stdout[-3000:]}"
-    )
-    print(f"docs built in {seconds:.1f} s")
-    return out
+    """The site of the session's one docs build (tests/docs_build.py; it runs the tutorials)."""
+    return build_docs(tmp_path_factory).html
 
 
 def test_docs_build_offline_without_intersphinx():
@@ -107,11 +83,80 @@ def test_tutorial_pages_render_the_scripts(built_docs):
     assert "Quickstart: a DDS-smoothed attention map" in html  # the script's title
     assert "highlight-python" in html  # code cells became code blocks
     assert "DDSAttention" in html
+    assert "sphx-glr-script-out" in html  # with what they printed
     downloads = {p.name for p in (built_docs / "_downloads").rglob("*.py")}
     assert {"01_quickstart.py", "05_custom_adapter.py"} <= downloads
     # the worked adapter example of the models page is pulled from tutorial 5
     models = (built_docs / "guide/models.html").read_text(encoding="utf-8")
     assert "TinyViTAdapter" in models and "register_forward_hook" in models
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+@pytest.mark.parametrize(
+    "page, figures",
+    [
+        ("guide/concepts", ["concepts_attack"]),
+        ("guide/certificate", ["certificate_region", "certified_radius_curve"]),
+    ],
+)
+def test_guide_pages_show_figures_drawn_at_build_time(built_docs, page, figures):
+    """The concepts and certificate pages show the figures drawn from the bundled models."""
+    html = (built_docs / f"{page}.html").read_text(encoding="utf-8")
+    images = re.findall(r'<img [^>]*src="([^"]+)"', html)
+    for name in figures:
+        found = [src for src in images if src.endswith(f"/{name}.png")]
+        assert found, f"{page} does not show {name}.png; images: {images}"
+        width, height = _png_size((built_docs / page).parent / found[0])
+        assert width >= 400 and height >= 200, (name, width, height)
+    assert "<figcaption>" in html
+
+
+def test_figures_come_from_code_not_files():
+    """No image is committed under docs/: every figure is drawn by code at build time, and
+    every ``fvit-figure`` the pages use is one the generator knows."""
+    tracked = subprocess.run(
+        ["git", "ls-files", "docs"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert not [f for f in tracked if f.lower().endswith((".png", ".jpg", ".jpeg", ".gif", ".svg"))]
+    sys.path.insert(0, str(DOCS / "_ext"))
+    try:
+        import guide_figures
+    finally:
+        sys.path.remove(str(DOCS / "_ext"))
+    used = set()
+    for page in DOCS.rglob("*.rst"):
+        used |= set(re.findall(r"^\.\. fvit-figure::\s*(\S+)", page.read_text(encoding="utf-8"), re.M))
+    assert {"concepts_attack", "certificate_region", "certified_radius_curve"} <= used
+    assert used <= set(guide_figures.FIGURES)
+
+
+def test_long_code_lines_wrap(built_docs):
+    """Long code lines wrap instead of being cut off at the page's right edge."""
+    css = (built_docs / "_static/fvit.css").read_text(encoding="utf-8")
+    rule = re.search(r"div\.highlight pre[^{]*\{([^}]*)\}", css)
+    assert rule and "white-space: pre-wrap" in rule.group(1)
+    for page in ("tutorials/quickstart.html", "guide/concepts.html", "guide/performance.html"):
+        assert "_static/fvit.css" in (built_docs / page).read_text(encoding="utf-8"), page
+
+
+def test_performance_page_records_measurements(built_docs):
+    """Runtime table with the commands that measured it, GPU status, Captum's metrics."""
+    html = (built_docs / "guide/performance.html").read_text(encoding="utf-8")
+    text = re.sub(r"<[^>]+>", "", html)
+    for phrase in ("OMP_NUM_THREADS=1 python bench/attention_overhead.py",
+                   "OMP_NUM_THREADS=1 python bench/dds.py",
+                   "OMP_NUM_THREADS=1 python bench/certify_cost.py",
+                   "OMP_NUM_THREADS=1 python docs/tools/captum_scores.py",
+                   "infidelity", "sensitivity_max", "not measured", "GPU"):  # fmt: skip
+        assert phrase in text, phrase
+    for script in ("bench/attention_overhead.py", "bench/dds.py", "bench/certify_cost.py",
+                   "docs/tools/captum_scores.py"):  # fmt: skip
+        assert (ROOT / script).is_file(), script
 
 
 def test_every_public_object_has_an_api_entry(built_docs):
@@ -200,3 +245,51 @@ def test_percent_script_conversion():
     assert ":download:`demo.py <../../tutorials/demo.py>`" in rst
     kinds = [kind for kind, _ in ext.split_cells(script)]
     assert kinds == ["markdown", "code", "markdown"]
+
+
+def _ext(name: str):
+    sys.path.insert(0, str(DOCS / "_ext"))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(DOCS / "_ext"))
+
+
+def test_gallery_conversion_parses_as_sphinx_gallery_blocks(tmp_path):
+    """docs/_ext/gallery_tools.py turns a percent script into a script sphinx-gallery's own
+    parser splits into the same cells: title docstring, text blocks, separate code blocks."""
+    from sphinx_gallery.py_source_parser import split_code_and_text_blocks
+
+    tools = _ext("gallery_tools")
+    script = "\n".join([
+        "# %% [markdown]",
+        "# # Title",
+        "#",
+        "# Intro with `code`.",
+        "",
+        "# %%",
+        "# a comment that opens the code",
+        "x = 1",
+        "# %%",
+        "y = 2",
+        "# %% [markdown]",
+        "# ## Section",
+        "#",
+        "# - item",
+        "",
+        "# %%",
+        "print(x + y)",
+    ])  # fmt: skip
+    path = tmp_path / "demo.py"
+    path.write_text(tools.to_gallery_script(script, "../../tutorials/01_demo.py"))
+    _, blocks = split_code_and_text_blocks(str(path))
+    kinds = [b.type for b in blocks]
+    assert kinds == ["text", "code", "code", "text", "code"], kinds
+    assert blocks[0].content.strip().startswith("Title\n=====")
+    assert "``code``" in blocks[0].content and ":download:`01_demo.py <../../tutorials/01_demo.py>`" in blocks[0].content
+    assert blocks[1].content.strip() == "# a comment that opens the code\nx = 1"
+    assert blocks[2].content.strip() == "y = 2"
+    assert "Section\n-------" in blocks[3].content and "- item" in blocks[3].content
+    assert tools.page_name("01_quickstart.py") == "quickstart"
+    with pytest.raises(ValueError, match="NN_name"):
+        tools.page_name("quickstart.py")

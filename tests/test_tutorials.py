@@ -1,24 +1,25 @@
-"""The tutorials run: every script in tutorials/ executes offline in a fresh process, writes
-the files it promises, and is rendered by a page of the documentation."""
+"""The tutorials run: every script in tutorials/ executes offline, writes the files it
+promises, and is shown — with its printed output and its figures — by a page of the docs.
+
+The tutorials take minutes on a CPU, so they run ONCE per test session: the docs build
+(tests/docs_build.py, shared with tests/test_docs.py) executes them with sphinx-gallery and
+``CAPTUM_FVIT_TUTORIAL_OUT`` set to a fresh folder; the tests here check that folder and the
+rendered pages.
+"""
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import re
-import subprocess
-import sys
-import time
+from html import unescape
 from pathlib import Path
 from statistics import NormalDist
 
 import pytest
+from docs_build import DOCS, ROOT, build_docs
 
-ROOT = Path(__file__).resolve().parents[1]
 TUTORIALS = ROOT / "tutorials"
-DOCS = ROOT / "docs"
-TIMEOUT_S = 300  # each tutorial takes about 30 s or less on a 2-core CPU
 
 #: Files (relative to the output folder) each tutorial must write.
 EXPECTED = {
@@ -149,32 +150,20 @@ def _scripts() -> list[str]:
     return sorted(p.name for p in TUTORIALS.glob("*.py"))
 
 
-def _offline_env(out: Path) -> dict[str, str]:
-    env = dict(os.environ)
-    env.update(
-        CAPTUM_FVIT_TUTORIAL_OUT=str(out),
-        MPLBACKEND="Agg",
-        HF_HUB_OFFLINE="1",
-        TRANSFORMERS_OFFLINE="1",
-        HF_DATASETS_OFFLINE="1",
-        PYTHONHASHSEED="0",
-    )
-    # Run the working tree's package even when it is not installed in editable mode.
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-    return env
+def _page(name: str) -> str:
+    """``01_quickstart.py`` → ``quickstart`` (docs/_ext/gallery_tools.py names the pages)."""
+    return re.sub(r"^\d+_", "", name)[: -len(".py")]
 
 
-def run_tutorial(name: str, workdir: Path) -> tuple[subprocess.CompletedProcess, float]:
-    start = time.perf_counter()
-    result = subprocess.run(
-        [sys.executable, str(TUTORIALS / name)],
-        cwd=workdir,
-        env=_offline_env(workdir / "out"),
-        capture_output=True,
-        text=True,
-        timeout=TIMEOUT_S,
-    )
-    return result, time.perf_counter() - start
+def _text(html: str) -> str:
+    """The page's text: tags removed, entities decoded, Sphinx's curly quotes made straight."""
+    text = unescape(re.sub(r"<[^>]+>", "", html))
+    return text.replace("\u2019", "'").replace("\u2018", "'")
+
+
+@pytest.fixture(scope="session")
+def docs(tmp_path_factory):
+    return build_docs(tmp_path_factory)
 
 
 def test_every_tutorial_is_tested():
@@ -186,12 +175,16 @@ def test_every_tutorial_is_tested():
     )
 
 
-def test_every_tutorial_is_in_the_docs():
-    rendered = set()
-    for page in (DOCS / "tutorials").glob("*.rst"):
-        rendered |= set(re.findall(r"percent-script::\s*\S*/tutorials/(\S+\.py)", page.read_text()))
-    missing = set(_scripts()) - rendered
-    assert not missing, f"tutorials without a docs page (docs/tutorials/*.rst): {sorted(missing)}"
+def test_every_tutorial_is_in_the_gallery(docs):
+    """Each script has an executed page and a thumbnail, in the scripts' numeric order."""
+    index = (docs.html / "tutorials/index.html").read_text(encoding="utf-8")
+    thumbs = re.findall(r'<div class="sphx-glr-thumbcontainer".*?</div>\s*</div>', index, re.S)
+    assert len(thumbs) == len(_scripts()), f"{len(thumbs)} thumbnails for {len(_scripts())} tutorials"
+    linked = [re.search(r'href="(\w+)\.html', t).group(1) for t in thumbs]
+    assert linked == [_page(n) for n in _scripts()], linked
+    for thumb in thumbs:
+        image = re.search(r'<img [^>]*src="([^"]+)"', thumb).group(1)
+        assert (docs.html / "tutorials" / image).is_file(), image
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
@@ -205,19 +198,50 @@ def test_tutorial_is_a_percent_script(name):
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_tutorial_runs(name, tmp_path):
-    result, seconds = run_tutorial(name, tmp_path)
-    assert result.returncode == 0, (
-        f"{name} failed (exit {result.returncode}) after {seconds:.1f} s\n"
-        f"--- stdout ---\n{result.stdout[-4000:]}\n--- stderr ---\n{result.stderr[-8000:]}"
-    )
-    out = tmp_path / "out"
+def test_tutorial_runs(name, docs):
+    """What the tutorial wrote during the docs build, and the numbers it promises."""
+    out = docs.tutorial_out
     missing = [f for f in EXPECTED[name] if not (out / f).is_file() or (out / f).stat().st_size == 0]
     assert not missing, f"{name} did not write {missing}; it wrote {sorted(map(str, out.rglob('*')))}"
-    for path in out.rglob("*.json"):
+    for path in (out / name[: -len(".py")]).rglob("*.json"):
         json.loads(path.read_text())  # valid JSON
     CHECKS[name](out)
-    # Nothing is written outside the output folder (the tutorial's cwd stays clean).
-    strays = [p.name for p in tmp_path.iterdir() if p.name != "out"]
-    assert not strays, f"{name} wrote files into its working directory: {strays}"
-    print(f"{name}: {seconds:.1f} s")
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_tutorial_page_shows_output_and_figures(name, docs):
+    """The executed page: the script's title, its code, what it printed, every PNG it wrote."""
+    html = (docs.html / "tutorials" / f"{_page(name)}.html").read_text(encoding="utf-8")
+    title = (TUTORIALS / name).read_text(encoding="utf-8").splitlines()[1][len("# # "):]
+    assert title in _text(html), f"{name}: the page does not show the title {title!r}"
+    assert html.count("highlight-python") >= 3  # the code cells
+    outputs = re.findall(r'<div class="sphx-glr-script-out.*?</pre>', html, re.S)
+    assert outputs, f"{name}: the page shows no printed output"
+    written = sorted((docs.tutorial_out / name[: -len(".py")]).rglob("*.png"))
+    shown = set(re.findall(r'src="(\.\./_images/sphx_glr_[^"]+\.png)"', html))
+    assert len(shown) == len(written), f"{name}: wrote {len(written)} PNGs, the page shows {len(shown)}"
+    for image in shown:
+        assert (docs.html / "tutorials" / image).is_file(), image
+    # the percent-format original can be downloaded from the page
+    assert re.search(rf'href="[^"]*_downloads/[0-9a-f]+/{re.escape(name)}"', html), name
+
+
+def test_printed_output_matches_the_results(docs):
+    """The output on the pages is the output of the run the tests check (one execution)."""
+    summary = json.loads((docs.tutorial_out / "01_quickstart/quickstart_summary.json").read_text())
+    quickstart = _text((docs.html / "tutorials/quickstart.html").read_text(encoding="utf-8"))
+    assert f"t* for sigma=0.12: {summary['t_star']}" in quickstart
+    printed = str([round(r, 2) for r in summary["mass_ratio"]["dds"]])
+    assert f"dds        mass on the object / object's area share: {printed}" in quickstart
+    certificates = json.loads((docs.tutorial_out / "02_certify/certificates.json").read_text())
+    certify = _text((docs.html / "tutorials/certify.html").read_text(encoding="utf-8"))
+    for i, c in enumerate(certificates):
+        assert f"image {i}: {c['summary']}" in certify, c["summary"]
+
+
+def test_tutorials_write_nothing_beside_their_scripts(docs):
+    """The tutorials' working directory (the generated gallery sources) stays clean."""
+    src = DOCS / "_build" / "gallery_src"
+    expected = {f"{_page(n)}.py" for n in _scripts()} | {"GALLERY_HEADER.rst"}
+    strays = sorted(p.name for p in src.iterdir() if p.name not in expected and p.name != "__pycache__")
+    assert not strays, f"the tutorials wrote files into their working directory: {strays}"

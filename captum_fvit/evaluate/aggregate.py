@@ -18,7 +18,13 @@ from .config import VARIANTS
 from .curves import certified_fraction
 from .rows import group_rows, mean_ci
 
-__all__ = ["EvaluationResult", "aggregate_rows", "certificate_curves", "metric_table"]
+__all__ = [
+    "EvaluationResult",
+    "aggregate_rows",
+    "certificate_curves",
+    "metric_table",
+    "smoothed_accuracy_under_attack",
+]
 
 
 @dataclass
@@ -43,6 +49,9 @@ class EvaluationResult:
         The per-image rows the aggregates were computed from.
     meta : dict
         ``versions`` and ``setup`` (model, denoiser, data).
+    smoothed_accuracy : dict
+        ``"{eps:.6g}"`` → accuracy of the smoothed classifier (majority vote over the DDS
+        samples) under the same attack; empty without DDS rows.
     """
 
     config: dict
@@ -53,6 +62,7 @@ class EvaluationResult:
     examples: dict[str, Any] = field(default_factory=dict)
     records: list[dict] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
+    smoothed_accuracy: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {
@@ -61,6 +71,7 @@ class EvaluationResult:
             "versions": self.meta.get("versions", {}),
             "n_images": self.n_images,
             "accuracy_under_attack": self.accuracy,
+            "smoothed_accuracy_under_attack": self.smoothed_accuracy,
             "metrics": self.rows,
             "certificates": self.certificates,
         }
@@ -119,6 +130,19 @@ def accuracy_under_attack(rows: Iterable[dict]) -> dict[str, float]:
     return {f"{eps:.6g}": sum(v) / len(v) for eps, v in sorted(by_eps.items())}
 
 
+def smoothed_accuracy_under_attack(rows: Iterable[dict]) -> dict[str, float]:
+    """Accuracy of the smoothed classifier per ε, from the DDS rows' ``pred_smoothed``: per
+    image the mean over its DDS rows (methods), then the mean over images."""
+    per_image: dict[tuple, list[bool]] = {}
+    for r in rows:
+        if r.get("kind") == "explain" and r.get("pred_smoothed") is not None:
+            per_image.setdefault((r["eps"], r["image"]), []).append(r["pred_smoothed"] == r["label"])
+    by_eps: dict[float, list[float]] = {}
+    for (eps, _), flags in per_image.items():
+        by_eps.setdefault(eps, []).append(sum(flags) / len(flags))
+    return {f"{eps:.6g}": sum(v) / len(v) for eps, v in sorted(by_eps.items())}
+
+
 def certificate_curves(rows: Iterable[dict], methods: list[str], num: int = 51) -> dict[str, dict]:
     """Per certified method: ``r_beta``/``r_pred`` per image (ordered by image) and the
     certified curves, all on ONE radius grid shared by every method (so a method that
@@ -165,4 +189,5 @@ def aggregate_rows(
         examples=examples or {},
         records=data,
         meta=meta or {},
+        smoothed_accuracy=smoothed_accuracy_under_attack(data),
     )
