@@ -64,7 +64,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--samples", type=int, default=16, help="DDS noise samples per image")
     ev.add_argument("--k", type=int, default=10, help="top-k size")
     ev.add_argument("--certify", action="store_true", help="also certify faithful regions")
-    ev.add_argument("--certify-n", type=int, default=200)
+    ev.add_argument("--certify-n", type=int, default=200, help="certification samples per image (the budget with --certify-radius)")
+    ev.add_argument("--certify-radius", type=float, default=None, help="decide with the anytime-valid sequential test whether each image is (r, beta, k)-faithful at this l2 radius ([0,1] pixel units), stopping early")
+    ev.add_argument("--preset", default=None, choices=["paper"], help="'paper': the paper's evaluation on the shapes benchmark (>= 200 images, eps 0/2/4/8, transfer and adaptive attacks, baselines, Monte-Carlo floor, bootstrap CIs)")
     ev.add_argument("--n-images", type=int, default=None, help="evaluate only this many images")
     ev.add_argument("--batch-size", type=int, default=16)
     ev.add_argument("--seed", type=int, default=0)
@@ -149,6 +151,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     from .evaluate.runner import EvaluationConfig, evaluate, write_report
     from .evaluate.specs import resolve_dataset, resolve_denoiser, resolve_model, timm_data_config
 
+    if args.preset == "paper":
+        return _paper_preset(args)
     if any(e < 0 for e in args.eps):
         raise ValueError(f"--eps must be ≥ 0 (1/255 units), got {args.eps}")
     if args.n_images is not None and args.n_images < 1:
@@ -168,6 +172,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             k=args.k,
             certify=args.certify,
             certify_n=args.certify_n,
+            certify_radius=args.certify_radius,
             batch_size=args.batch_size,
             seed=args.seed,
         )
@@ -212,6 +217,57 @@ def _evaluate(args: argparse.Namespace) -> int:
             import torch.distributed as dist
 
             dist.destroy_process_group()
+    return 0
+
+
+#: ``evaluate`` options the paper preset takes, and the preset's name for each.
+PRESET_OPTIONS = {
+    "methods": "methods",
+    "sigma": "sigma",
+    "samples": "n_samples",
+    "k": "k",
+    "seed": "seed",
+    "batch_size": "batch_size",
+    "attack_steps": "transfer_steps",
+}
+
+
+def _paper_preset(args: argparse.Namespace) -> int:
+    """``evaluate --preset paper``: :func:`captum_fvit.evaluate.paper.run_paper_preset` on the
+    bundled default; every other option is refused rather than ignored."""
+    from .evaluate.paper import run_paper_preset
+
+    defaults = build_parser().parse_args(["evaluate"])
+    allowed = set(PRESET_OPTIONS) | {"out", "n_images", "resume", "no_progress", "eps", "preset", "debug", "command"}
+    ignored = [
+        f"--{name.replace('_', '-')}"
+        for name, value in vars(args).items()
+        if name not in allowed and value != getattr(defaults, name, value)
+    ]
+    if ignored:
+        raise ValueError(
+            f"--preset paper runs on the bundled default and does not take {', '.join(sorted(ignored))}; "
+            "use captum-fvit evaluate without --preset for other models, data or attacks"
+        )
+    if args.n_images is not None and args.n_images < 1:
+        raise ValueError(f"--n-images must be at least 1, got {args.n_images}")
+    overrides = {
+        preset: getattr(args, name)
+        for name, preset in PRESET_OPTIONS.items()
+        if getattr(args, name) != getattr(defaults, name)
+    }
+    if args.eps != defaults.eps:
+        overrides["eps_255"] = tuple(args.eps)
+    if "methods" in overrides:
+        overrides["methods"] = tuple(overrides["methods"])
+    result = run_paper_preset(
+        args.out,
+        200 if args.n_images is None else args.n_images,
+        resume=args.resume,
+        progress=not args.no_progress,
+        **overrides,
+    )
+    print(result.table)
     return 0
 
 

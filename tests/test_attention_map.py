@@ -130,10 +130,15 @@ def test_bad_inputs_get_clear_errors(timm_vit, images):
         AttentionMap(timm_vit, "grad_rollout").attribute(images, target=[0, 1])
 
 
-def test_pooled_model_without_class_token_is_refused():
+def test_pooled_model_explains_the_mean_query():
     pooled = make_timm_vit(class_token=False, global_pool="avg", reg_tokens=2)
-    with pytest.raises(ValueError, match="no class token"):
-        TokenMapExplainer(pooled, "rollout")
+    explainer = AttentionMap(pooled, "rollout")
+    x = torch.randn(2, 3, 32, 32)
+    result = explainer.explain(x)
+    assert result.layout.cls_index is None and result.maps.shape == (2, 16)
+    assert explainer.attribute(x).shape == x.shape
+    with pytest.raises(ValueError, match="global_pool='max'"):
+        AttentionMap(make_timm_vit(class_token=False, global_pool="max"), "rollout")
 
 
 def test_token_grid_without_running(vit_non_square):

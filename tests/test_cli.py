@@ -225,3 +225,50 @@ def test_timm_model_offline_fails_in_seconds(tmp_path, capsys, monkeypatch):
     assert main(["evaluate", "--model", "timm:no_such_vit_xyz", "--out", str(tmp_path)]) == 2
     assert "timm has no model" in _error_line(capsys)
 
+
+
+def test_evaluate_certify_radius_runs_the_sequential_test(in_factory_dir, capsys):
+    """--certify-radius: rows carry the sequential decision and the samples it used, which
+    equal FaithfulRegion.certify(radius=r) on the same images and seed."""
+    args = ["evaluate", "--model", "cli_factories:make", "--denoiser", "identity", *TINY,
+            "--n-images", "2", "--certify", "--certify-n", "64", "--certify-radius", "0.001",
+            "--sigma", "0.1", "--out", "o"]  # fmt: skip
+    assert main(args) == 0, capsys.readouterr().err
+    rows = [json.loads(line) for line in (in_factory_dir / "o" / "results.jsonl").read_text().splitlines()]
+    certified = [r for r in rows if r.get("kind") == "certify"]
+    assert len(certified) == 2
+    for row in certified:
+        assert row["decision"] in ("certified", "not_certified", "undecided")
+        assert 1 <= row["samples_used"] <= 64 and row["certify_radius"] == 0.001
+    assert main([*args[:-1], "o2", "--certify-radius", "-1"]) == 2
+    assert "certify_radius" in _error_line(capsys)
+
+
+def test_paper_preset_refuses_options_it_would_ignore(tmp_path, capsys):
+    assert main(["evaluate", "--preset", "paper", "--model", "timm:x", "--out", str(tmp_path)]) == 2
+    assert "--model" in _error_line(capsys)
+    assert main(["evaluate", "--preset", "paper", "--attack", "topk", "--out", str(tmp_path)]) == 2
+    assert "--attack" in _error_line(capsys)
+
+
+def test_paper_preset_forwards_its_options(tmp_path, capsys, monkeypatch):
+    import captum_fvit.evaluate.paper as paper
+
+    seen = {}
+
+    class Result:
+        table = "| table |"
+
+    def fake(out, n_images, **kwargs):
+        seen.update(out=out, n_images=n_images, **kwargs)
+        return Result()
+
+    monkeypatch.setattr(paper, "run_paper_preset", fake)
+    args = ["evaluate", "--preset", "paper", "--out", str(tmp_path), "--n-images", "5",
+            "--samples", "3", "--eps", "0", "8", "--methods", "raw", "--resume", "--no-progress"]  # fmt: skip
+    assert main(args) == 0
+    assert seen == {
+        "out": str(tmp_path), "n_images": 5, "resume": True, "progress": False,
+        "n_samples": 3, "eps_255": (0.0, 8.0), "methods": ("raw",),
+    }  # fmt: skip
+    assert "| table |" in capsys.readouterr().out

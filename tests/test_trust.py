@@ -426,3 +426,18 @@ def test_same_seed_same_bits(timm_vit, images):
         assert torch.equal(x.r_in, y.r_in) and x.label == y.label and x.p_lower == y.p_lower
     deep = copy.deepcopy(region)  # Captum's metrics deep-copy; configuration only survives
     assert torch.equal(deep.certify(images, seed=11)[0].r_in, a[0].r_in)
+
+
+def test_samples_for_stability_meets_its_target(timm_vit, images):
+    """The chosen n makes two independent-seed runs agree about as well as asked (the
+    chooser is a plug-in and mildly optimistic, so the check allows 0.1 of slack), and a
+    stricter target needs more samples."""
+    from captum_fvit.evaluate.metrics import topk_overlap
+
+    pilot = DDSAttention(timm_vit, None, "raw", sigma=0.3, n_samples=32)
+    loose = pilot.samples_for_stability(images, k=4, stability=0.6, seed=0)
+    strict = pilot.samples_for_stability(images, k=4, stability=0.95, seed=0)
+    assert loose.shape == (3,) and (strict >= loose).all() and (strict > loose).any()
+    n = int(strict.max())
+    runs = [DDSAttention(timm_vit, None, "raw", sigma=0.3, n_samples=n).token_map(images, seed=s) for s in (1, 2)]
+    assert float(topk_overlap(runs[0], runs[1], 4).mean()) >= 0.85

@@ -420,6 +420,35 @@ class DDSAttention(ViTAttribution):
             seed=seed,
         )
 
+    def samples_for_stability(
+        self,
+        inputs: InputType,
+        k: int,
+        stability: float = 0.9,
+        *,
+        target: TargetType = None,
+        seed: int | None = None,
+        additional_forward_args: Any = None,
+        n_max: int = 1 << 16,
+    ) -> torch.Tensor:
+        """``N`` sample sizes at which two DDS runs with *independent* seeds are predicted
+        to agree on the top-``k`` tokens with mean overlap ``stability``.
+
+        A pilot run with the configured ``n_samples`` gives each token's mean and variance
+        (streamed anyway); :func:`captum_fvit.evaluate.floor.choose_n_samples` turns them into
+        the smallest ``n`` whose simulated seed-to-seed overlap reaches ``stability``. It treats
+        tokens as independent, which is optimistic for sum-normalised maps: ask for a little
+        more than you need and check with two seeds. Mean smoothing only (the statistic
+        whose variance is streamed).
+        """
+        from ..evaluate.floor import choose_n_samples  # evaluate builds on attr, not back
+
+        k = check_k(k)
+        if self.n_samples < 2:
+            raise ValueError("the pilot run needs n_samples ≥ 2 for a variance")
+        pilot = self.details(inputs, target, seed, None, additional_forward_args)
+        return choose_n_samples(pilot.mean, pilot.variance, k, stability, n_max=n_max)
+
     def token_count(self, image_size: Sequence[int]) -> int:
         """Number of patch tokens of the maps for an ``(H, W)`` image."""
         h, w = self.token_grid(image_size)

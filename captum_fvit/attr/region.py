@@ -327,6 +327,10 @@ class FaithfulRegion(ViTAttribution):
         target: TargetType = None,
         *,
         n_max: int | None = None,
+        chunk: int | None = None,
+        confidence_sequence: str = "beta_binomial",
+        stop: str = "faithful",
+        time_budget_s: float | None = None,
         process_group=None,
     ) -> list:
         """Certify every input.
@@ -350,6 +354,12 @@ class FaithfulRegion(ViTAttribution):
             prediction certificate always uses the selected class.
         n_max : int, optional
             Sample budget of the sequential test (default ``n``); only with ``radius``.
+        chunk, confidence_sequence, stop, time_budget_s : optional
+            Settings of the sequential test, only with ``radius``: samples per look (default
+            32), ``"beta_binomial"`` (Robbins' mixture) or ``"union"`` confidence sequences,
+            stop when the combined answer is known (``"faithful"``) or when both parts are
+            (``"both"``), and a wall-clock budget in seconds
+            (:func:`captum_fvit.attr.sequential.certify_at_radius`).
         process_group : torch.distributed.ProcessGroup, optional
             Split the samples over the group's ranks (fixed-n certification).
 
@@ -359,10 +369,18 @@ class FaithfulRegion(ViTAttribution):
             One certificate per input.
         """
         if radius is None:
-            if n_max is not None:
+            sequential_options = {
+                "n_max": n_max is not None,
+                "chunk": chunk is not None,
+                "confidence_sequence": confidence_sequence != "beta_binomial",
+                "stop": stop != "faithful",
+                "time_budget_s": time_budget_s is not None,
+            }
+            given = [name for name, set_ in sequential_options.items() if set_]
+            if given:
                 raise ValueError(
-                    "n_max is the budget of the sequential test at a radius: pass radius=r too, "
-                    "or set n for the fixed-n certificate"
+                    f"{given} set the sequential test at a radius: pass radius=r too (the "
+                    "fixed-n certificate uses n samples)"
                 )
             return self._certify_fixed(
                 inputs, seed, 0.0, additional_forward_args, target, process_group
@@ -388,6 +406,10 @@ class FaithfulRegion(ViTAttribution):
                 forward_args_tuple(additional_forward_args),
                 target,
                 n_max=n_max,
+                chunk=chunk,
+                method=confidence_sequence,
+                stop=stop,
+                time_budget_s=time_budget_s,
             )
 
     def _certify_fixed(

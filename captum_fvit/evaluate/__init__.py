@@ -21,10 +21,23 @@ Runner and report (:mod:`~captum_fvit.evaluate.runner`, :mod:`~captum_fvit.evalu
     (:mod:`~captum_fvit.evaluate.rows`) to ``results.jsonl``, resumes, and shards images over
     ``torch.distributed`` ranks; :func:`write_report` writes the aggregates. The CLI
     ``captum-fvit evaluate`` calls them.
+Adaptive attacks and honest baselines (:mod:`~captum_fvit.evaluate.adaptive`, ...)
+    :class:`DifferentiableDDS` (EOT gradients through noise → denoiser → ViT → method),
+    :func:`smooth_pgd` and :func:`adaptive_topk` (attacks that know the defence),
+    :class:`SmoothGradAttention` (Captum's NoiseTunnel baseline), the Monte-Carlo floor
+    (:func:`seed_overlap`, :func:`choose_n_samples`), :func:`check_certificates`
+    (certificates checked by attack) and :func:`run_paper_preset`
+    (``captum-fvit evaluate --preset paper``).
 Existing XAI benchmarks (:mod:`~captum_fvit.evaluate.quantus_adapter`)
     :class:`QuantusExplainFunc`: captum-fvit explanations as a Quantus ``explain_func``.
 """
 
+from .adaptive import adaptive_topk, smooth_pgd
+from .baselines import SmoothGradAttention
+from .certificate_check import check_certificates
+from .differentiable import DifferentiableDDS
+from .floor import choose_n_samples, seed_overlap
+from .paper import run_paper_preset
 from .attacks import ATTACKS, eot_pgd_attack, get_attack, pgd_attack
 from .captum_metrics import (
     gaussian_perturbation,
@@ -50,6 +63,14 @@ from .surrogate import AttentionSurrogate, surrogate_like
 
 __all__ = [
     "ATTACKS",
+    "DifferentiableDDS",
+    "SmoothGradAttention",
+    "adaptive_topk",
+    "check_certificates",
+    "choose_n_samples",
+    "run_paper_preset",
+    "seed_overlap",
+    "smooth_pgd",
     "DEFAULT_FRACTIONS",
     "EvaluationConfig",
     "EvaluationResult",

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 from ..explain import METHODS
-from ..validation import check_count
+from ..validation import check_count, check_radius
 from .attacks import get_attack
 
 __all__ = ["EvaluationConfig", "VARIANTS"]
@@ -48,6 +48,10 @@ class EvaluationConfig:
         Methods to certify (default: all of ``methods``).
     certify_n, certify_n0, beta, alpha : int, int, float, float
         FaithfulRegion settings (``certify_n0`` selection samples).
+    certify_radius : float, optional
+        Instead of the maximal radii from ``certify_n`` samples, decide with the anytime-valid
+        sequential test whether each image is (r, β, k)-faithful at this ℓ2 radius ([0, 1]
+        pixel units), stopping as soon as decided (budget ``certify_n`` samples).
     batch_size : int
         Images per batch (the unit of streaming, resuming and sharding).
     seed : int
@@ -69,6 +73,7 @@ class EvaluationConfig:
     certify_methods: Sequence[str] | None = None
     certify_n: int = 200
     certify_n0: int = 32
+    certify_radius: float | None = None
     beta: float = 0.6
     alpha: float = 0.01
     batch_size: int = 16
@@ -108,6 +113,10 @@ class EvaluationConfig:
             raise ValueError(f"beta must lie in (0, 1], got {self.beta}")
         if not 0 < self.alpha < 1:
             raise ValueError(f"alpha must lie in (0, 1), got {self.alpha}")
+        if self.certify_radius is not None:
+            if not self.certify:
+                raise ValueError("certify_radius needs certify=True (--certify)")
+            check_radius(self.certify_radius, "certify_radius")
 
     @property
     def eps_list(self) -> list[float]:

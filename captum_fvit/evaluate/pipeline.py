@@ -264,9 +264,11 @@ class Pipeline:
                 if figures:
                     output.examples["maps"][(*key, eps)] = maps[shown].cpu()
         for method, region in self.regions.items():
-            certificates = region.certify(self.normalization.from_pixels(pixels), seed=c.seed)
+            certificates = region.certify(
+                self.normalization.from_pixels(pixels), seed=c.seed, radius=c.certify_radius
+            )
             output.rows += self._certify_rows(base, method, certificates, labels)
-            if figures:
+            if figures and c.certify_radius is None:
                 output.examples.setdefault("regions", {})[method] = [
                     {
                         "region": cert.region.cpu(),
@@ -335,4 +337,10 @@ class Pipeline:
                     "correct": bool(correct),
                 }
             )
+            if self.config.certify_radius is not None:  # the sequential test at a radius
+                rows[-1].update(
+                    certify_radius=float(cert.requested_radius),
+                    decision=cert.decision,
+                    samples_used=int(cert.n_samples),
+                )
         return rows
