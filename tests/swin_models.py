@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import timm
 import torch
-import torchvision
 
 SWIN_IMAGE = (24, 40)
 HF_SWIN_IMAGE = (44, 60)

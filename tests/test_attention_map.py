@@ -12,7 +12,6 @@ from captum.metrics import infidelity, sensitivity_max
 from conftest import make_timm_vit, model_state
 
 from captum_fvit import AttentionMap, TokenLayout, tokens_to_pixels
-from captum_fvit.explain import TokenMapExplainer
 
 
 @pytest.mark.parametrize("method", ["raw", "rollout", "grad_rollout", "attn_gradcam"])

@@ -77,11 +77,10 @@ import os  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import textwrap  # noqa: E402
-from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
 
-from captum_fvit.evaluate import EvaluationConfig, evaluate, write_report  # noqa: E402
+from captum_fvit.evaluate import evaluate, write_report  # noqa: E402
 from captum_fvit.evaluate.pipeline import KEY_FIELDS  # noqa: E402
 
 RUN_SCRIPT = textwrap.dedent(

@@ -655,3 +655,21 @@ def test_dds_attention_faithful_region_and_evaluate_run_on_swin():
     rows = {(r["method"], r["variant"], r["eps"]): r for r in result.rows}
     assert rows[("rollout", "vanilla", 0.0)]["topk_overlap"] == 1.0
     assert all(0 <= r["miou"] <= 1 for r in result.rows)
+
+
+@pytest.mark.parametrize("method", ["raw", "rollout"])
+def test_differentiable_surrogate_matches_the_methods_on_swin_and_pooled(method):
+    """The transfer top-k attack's surrogate keeps the graph and gives the same maps as the
+    explain methods on Swin (stages, children rule) and on pooled ViTs (mean query)."""
+    from conftest import make_timm_vit
+
+    from captum_fvit import AttentionMap
+    from captum_fvit.evaluate import AttentionSurrogate
+
+    for model, size in ((make_timm_swin(), SWIN_IMAGE), (make_timm_vit(class_token=False, global_pool="avg"), (32, 32))):
+        x = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(0), requires_grad=True)
+        maps = AttentionSurrogate(model, method)(x)
+        expected = AttentionMap(model, method).token_map(x.detach())
+        torch.testing.assert_close(maps.detach(), expected, atol=1e-5, rtol=1e-4)
+        (grad,) = torch.autograd.grad(maps[:, 0].sum(), x)
+        assert torch.isfinite(grad).all() and grad.abs().sum() > 0

@@ -18,7 +18,6 @@ from captum.attr import LayerGradCam, Saliency
 from conftest import make_hf_vit, make_timm_vit, make_torchvision_vit, model_state
 
 from captum_fvit import DDS, AttentionMap, DDSAttention, FaithfulRegion
-from captum_fvit.denoise import IdentityDenoiser
 from captum_fvit.errors import FiniteGuard, NonFiniteError
 
 ROOT = Path(__file__).resolve().parents[1]

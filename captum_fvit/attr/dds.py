@@ -23,15 +23,13 @@ from ..model_io import (
     TargetType,
     forward_args_tuple,
     index_batch_args,
-    logits_of,
-    resolve_target,
 )
 from ..noise import random_seed
 from ..smoothing import Chunk, SmoothingEngine
 from ..stats import RunningMoments
 from ..validation import check_count, check_seed
 from .base import ViTAttribution, prepare_inputs
-from .selection import select_classes
+from .selection import explained_classes
 
 __all__ = ["DDS", "DDSDetails"]
 
@@ -237,21 +235,10 @@ class DDS(ViTAttribution):
         )
 
     def _explained_classes(self, images, target, seed, forward_args, process_group):
-        if target is None:
-            return select_classes(
-                self.engine,
-                self.model,
-                images,
-                self.n_select,
-                seed,
-                forward_args,
-                process_group=process_group,
-                progress=self.progress,
-            ).classes
-        first = index_batch_args(forward_args, images.shape[0], torch.zeros(1, dtype=torch.long))
-        with torch.no_grad():
-            logits = logits_of(self.model(images[:1], *first))
-        return resolve_target(target, logits.expand(images.shape[0], -1))
+        return explained_classes(
+            self.engine, self.model, images, target, self.n_select, seed, forward_args,
+            process_group=process_group, progress=self.progress,
+        )  # fmt: skip
 
     @log_usage()
     def attribute(

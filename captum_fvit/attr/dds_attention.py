@@ -31,8 +31,6 @@ from ..model_io import (
     TargetType,
     forward_args_tuple,
     index_batch_args,
-    logits_of,
-    resolve_target,
     unpack_inputs,
 )
 from ..noise import random_seed
@@ -41,7 +39,7 @@ from ..space import UPSAMPLE_MODES, tokens_to_pixels
 from ..stats import ClassCounts, RunningMoments, TopKVotes
 from ..validation import check_choice, check_count, check_k, check_seed
 from .base import ViTAttribution, prepare_inputs, token_grid
-from .selection import select_classes
+from .selection import explained_classes, select_classes
 
 __all__ = ["DDSAttention", "DDSResult", "SMOOTHINGS", "normalize_maps"]
 
@@ -457,25 +455,12 @@ class DDSAttention(ViTAttribution):
     def _explained_classes(
         self, images, target, seed, forward_args, process_group, progress
     ) -> torch.Tensor | None:
-        if target is not None:
-            with torch.no_grad():
-                first = index_batch_args(
-                    forward_args, images.shape[0], torch.zeros(1, dtype=torch.long)
-                )
-                logits = logits_of(self.model(images[:1], *first))
-            return resolve_target(target, logits.expand(images.shape[0], -1))
-        if not self.method.class_specific:
+        if target is None and not self.method.class_specific:
             return None
-        return select_classes(
-            self.engine,
-            self.model,
-            images,
-            self.n_select,
-            seed,
-            forward_args,
-            process_group=process_group,
-            progress=progress,
-        ).classes
+        return explained_classes(
+            self.engine, self.model, images, target, self.n_select, seed, forward_args,
+            process_group=process_group, progress=progress,
+        )  # fmt: skip
 
     def _run(self, images, samples, seed, explained, forward_args, k, process_group, progress):
         n_inputs = images.shape[0]

@@ -17,9 +17,10 @@ from dataclasses import dataclass
 import torch
 
 from ..certify import select_class
+from ..model_io import TargetType, index_batch_args, logits_of, resolve_target
 from ..smoothing import SELECTION_STREAM, SmoothingEngine
 
-__all__ = ["ClassSelection", "select_classes"]
+__all__ = ["ClassSelection", "explained_classes", "select_classes"]
 
 
 @dataclass(frozen=True)
@@ -64,3 +65,34 @@ def select_classes(
         progress=progress,
     )
     return ClassSelection(counts=counts, classes=select_class(counts), n_select=n_select)
+
+
+def explained_classes(
+    engine: SmoothingEngine,
+    model: Callable,
+    images: torch.Tensor,
+    target: TargetType,
+    n_select: int,
+    seed: int,
+    forward_args: tuple = (),
+    *,
+    process_group=None,
+    progress: bool = False,
+) -> torch.Tensor:
+    """``N`` classes to explain: ``target`` when given (validated against the model's number
+    of classes), else the smoothed majority class (:func:`select_classes`)."""
+    if target is None:
+        return select_classes(
+            engine,
+            model,
+            images,
+            n_select,
+            seed,
+            forward_args,
+            process_group=process_group,
+            progress=progress,
+        ).classes
+    first = index_batch_args(forward_args, images.shape[0], torch.zeros(1, dtype=torch.long))
+    with torch.no_grad():
+        logits = logits_of(model(images[:1], *first))
+    return resolve_target(target, logits.expand(images.shape[0], -1))

@@ -12,8 +12,6 @@ full dynamic range).
 
 from __future__ import annotations
 
-import math
-import numbers
 from typing import Protocol, runtime_checkable
 
 import torch

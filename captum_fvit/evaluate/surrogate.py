@@ -20,6 +20,7 @@ from torch import nn
 from ..attention import AttentionAdapter, AttentionRecorder, find_adapter
 from ..explain.base import check_head_fusion, fuse_heads, resolve_layer
 from ..explain.rollout import residual_attention
+from ..explain.stages import combine_stage_products, query_rows, to_first_grid
 from ..explain.targets import logits_of
 
 __all__ = ["SURROGATE_METHODS", "AttentionSurrogate", "surrogate_like"]
@@ -29,27 +30,44 @@ SURROGATE_METHODS = ("raw", "rollout")
 
 
 class _GraphListener:
-    """Keeps what the method needs, with the autograd graph (nothing is detached)."""
+    """Keeps what the method needs, with the autograd graph (nothing is detached).
 
-    def __init__(self, method: str, start: int, layer: int, head_fusion: str, residual: bool):
+    Raw attention keeps its layer's fused probabilities; rollout keeps one running product
+    per stage (one stage for plain ViTs; Swin's stages are joined afterwards by the
+    2×2-children rule, :func:`captum_fvit.explain.stages.combine_stage_products`).
+    """
+
+    def __init__(
+        self,
+        method: str,
+        start: int,
+        layer: int,
+        head_fusion: str,
+        residual: bool,
+        layer_stages: tuple[int, ...],
+    ):
         self.method = method
         self.start = start
         self.layer = layer
         self.head_fusion = head_fusion
         self.residual = residual
+        self.layer_stages = layer_stages
         self.value: torch.Tensor | None = None
+        self.products: dict[int, torch.Tensor] = {}
 
     def on_attention(self, layer: int, probs: torch.Tensor) -> None:
         if probs.dtype in (torch.float16, torch.bfloat16):
             probs = probs.float()
         if self.method == "raw":
             if layer == self.layer:
-                self.value = fuse_heads(probs, self.head_fusion)
+                self.value = probs  # heads fused after the explained row is taken
             return
         if layer < self.start:
             return
         step = residual_attention(fuse_heads(probs, self.head_fusion), self.residual)
-        self.value = step if self.value is None else step @ self.value
+        stage = self.layer_stages[layer]
+        previous = self.products.get(stage)
+        self.products[stage] = step if previous is None else step @ previous
 
     def on_gradient(self, layer: int, grad: torch.Tensor) -> None:  # pragma: no cover
         pass
@@ -107,11 +125,10 @@ class AttentionSurrogate:
         self.layer = resolve_layer(int(layer), self.num_layers)
         self.head_fusion = check_head_fusion(head_fusion)
         self.residual = bool(residual)
-        if self.adapter.cls_index(model) is None:
-            raise ValueError(
-                f"{type(model).__name__} has no class token, so its attention maps (the "
-                "class-token row) are undefined; attack a model with a class token"
-            )
+        reason = self.adapter.unsupported_reason(model)
+        if reason is not None:
+            raise ValueError(reason)
+        self.layer_stages = tuple(self.adapter.layer_stages(model))
 
     def __repr__(self) -> str:
         options = (
@@ -130,15 +147,24 @@ class AttentionSurrogate:
             [self.layer] if self.method == "raw" else list(range(self.start_layer, self.num_layers))
         )
         listener = _GraphListener(
-            self.method, self.start_layer, self.layer, self.head_fusion, self.residual
+            self.method,
+            self.start_layer,
+            self.layer,
+            self.head_fusion,
+            self.residual,
+            self.layer_stages,
         )
         with AttentionRecorder(self.model, listener, layers=layers, adapter=self.adapter) as rec:
             logits = logits_of(self.model(inputs))
             layout = rec.layout(inputs.shape[-2:])
-        if listener.value is None:
+        if listener.value is None and not listener.products:
             raise RuntimeError("no attention was recorded; is the model a supported ViT?")
-        cls = layout.require_cls(self.method)
-        return listener.value[:, cls, layout.patch_slice], logits
+        cls = layout.cls_index  # None: the explained row is the mean query (pooled, Swin)
+        if self.method == "raw":
+            stage = layout.stage_of(self.layer)
+            rows = fuse_heads(query_rows(listener.value, cls, layout, stage), self.head_fusion)
+            return to_first_grid(rows[:, layout.stage_patch_slice(stage)], layout, stage), logits
+        return combine_stage_products(listener.products, cls, layout), logits
 
     def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
         """The ``N×P`` map of ``inputs`` (model normalisation), differentiable in ``inputs``."""
