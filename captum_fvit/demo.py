@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import os
 import statistics
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,10 +92,9 @@ def prepare_output_dir(out: str | os.PathLike) -> Path:
         raise ValueError(f"cannot create --out folder {path}: {err.strerror}") from None
     if not os.access(path, os.W_OK):
         raise ValueError(f"--out folder {path} is not writable; choose another folder")
-    probe = path / ".captum_fvit_write_test"
-    try:
-        probe.write_text("")
-        probe.unlink()
+    try:  # a probe of this process's own (several ranks may check one folder at once)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".captum_fvit_write_test."):
+            pass
     except OSError as err:
         raise ValueError(f"--out folder {path} is not writable ({err.strerror})") from None
     return path

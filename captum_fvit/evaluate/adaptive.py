@@ -240,8 +240,7 @@ def adaptive_topk(
 
     Parameters
     ----------
-    model, denoiser, inputs, eps, sigma, n_eot, norm, steps, step_size, random_start,
-    normalization, seed, chunk_size, noise, dds
+    model, denoiser, inputs, eps, sigma, n_eot, norm, steps, step_size, random_start, normalization, seed, chunk_size, noise, dds
         As in :func:`smooth_pgd` (ε, σ in **[0, 1] pixel units**).
     k : int
         Size of the top-k set.
