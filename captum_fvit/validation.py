@@ -246,10 +246,10 @@ def check_pixel_range(pixels: torch.Tensor, model: object) -> None:
     """Warn once per model when un-normalised pixels lie far outside [0, 1].
 
     σ, ε and radii are in [0, 1] pixel units; images in [0, 255] (or normalised twice) make
-    them meaningless. "Far" is below −4 or above 5: noise-free images never get there.
+    them meaningless. "Far" is below −5 or above 6: images in [0, 1] never get there.
     """
     low, high = float(pixels.amin()), float(pixels.amax())
-    if low < -4.0 or high > 5.0:
+    if low < -5.0 or high > 6.0:
         warn_once(
             "pixel_range",
             model,
