@@ -128,13 +128,25 @@ class SampleNoise:
         ``M`` noise-sample index of each row of the chunk being denoised.
     stream : int
         Base sub-stream (distinct from the pixel-noise streams).
+    sample_range : tuple of int, optional
+        ``(first, stop)`` bounds of ``sample_index`` when the caller knows them (saves a
+        host–device synchronisation per draw).
     """
 
-    def __init__(self, seed: int, sample_index: torch.Tensor, stream: int) -> None:
+    def __init__(
+        self,
+        seed: int,
+        sample_index: torch.Tensor,
+        stream: int,
+        sample_range: tuple[int, int] | None = None,
+    ) -> None:
         self.seed = int(seed)
         self.sample_index = sample_index
         self.stream = int(stream)
         self.device = sample_index.device
+        if sample_range is None:  # read from the indices (a host sync); the engine passes it
+            sample_range = (int(sample_index.min()), int(sample_index.max()) + 1)
+        self.first, self.stop = sample_range
         self._draws = 0
 
     def randn_like(self, like: torch.Tensor) -> torch.Tensor:
@@ -147,9 +159,8 @@ class SampleNoise:
             )
         stream = self.stream + 1_000_003 * (self._draws + 1)
         self._draws += 1
-        first = int(self.sample_index.min())
-        last = int(self.sample_index.max()) + 1
         block = draw_noise(
-            self.seed, first, last, tuple(like.shape[1:]), 1.0, device=self.device, stream=stream
-        )
-        return block[self.sample_index - first].to(device=like.device, dtype=like.dtype)
+            self.seed, self.first, self.stop, tuple(like.shape[1:]), 1.0, device=self.device,
+            stream=stream,
+        )  # fmt: skip
+        return block[self.sample_index - self.first].to(device=like.device, dtype=like.dtype)

@@ -228,14 +228,16 @@ class SmoothingEngine:
             return torch.autocast("cuda", dtype=torch.bfloat16)
         return torch.autocast(device.type, enabled=False)
 
-    def _generator(self, seed: int, stream: int, start: int, sample_index: torch.Tensor):
+    def _generator(
+        self, seed: int, stream: int, start: int, sample_index: torch.Tensor, samples: tuple
+    ):
         """The denoiser's source of randomness for one chunk.
 
         Denoisers that declare ``accepts_sample_noise`` get a :class:`SampleNoise`
         addressed by sample index (chunk-independent); others a generator seeded per chunk.
         """
         if getattr(self.denoiser, "accepts_sample_noise", False):
-            return SampleNoise(seed, sample_index, stream=2_000 + stream)
+            return SampleNoise(seed, sample_index, stream=2_000 + stream, sample_range=samples)
         generator = torch.Generator(device=sample_index.device)
         generator.manual_seed(block_seed(seed, start, stream=1_000 + stream))
         return generator
@@ -261,7 +263,9 @@ class SmoothingEngine:
             stream=stream,
         ).to(pixels.dtype)
         noisy = pixels[input_index] + noise[sample_index - first_sample]
-        generator = self._generator(seed, stream, start, sample_index)
+        generator = self._generator(
+            seed, stream, start, sample_index, (first_sample, last_sample)
+        )
         with torch.no_grad():
             denoised = self.denoiser(noisy, self.sigma, generator)
         if not isinstance(denoised, torch.Tensor) or denoised.shape != noisy.shape:

@@ -212,8 +212,20 @@ def test_evaluate_custom_denoiser_factory_progress_in_images_and_checkpoint(in_f
     assert setup["denoiser"] == "cli_factories:denoiser" and "weights.pt" in setup["model"]
 
 
+def _no_network(monkeypatch):
+    """Fail the test if anything tries to open a connection (nothing may download)."""
+    import socket
+
+    def refuse(*args, **kwargs):
+        raise AssertionError(f"a test tried to open a network connection: {args}")
+
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+
+
 def test_timm_model_offline_fails_in_seconds(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    _no_network(monkeypatch)
     from captum_fvit.evaluate import specs
 
     monkeypatch.setattr(specs, "_cached_weights", lambda hub_id: None, raising=False)
@@ -272,3 +284,22 @@ def test_paper_preset_forwards_its_options(tmp_path, capsys, monkeypatch):
         "n_samples": 3, "eps_255": (0.0, 8.0), "methods": ("raw",),
     }  # fmt: skip
     assert "| table |" in capsys.readouterr().out
+
+
+def test_timm_model_loads_cached_weights_without_network(tmp_path, monkeypatch):
+    """timm:NAME with weights in the local cache: the real loading path (timm
+    ``pretrained=True`` with the cached file) on a checkpoint this test saves itself."""
+    import timm
+    from safetensors.torch import save_file
+
+    from captum_fvit.evaluate import specs
+
+    _no_network(monkeypatch)
+    torch.manual_seed(3)
+    source = timm.create_model("vit_tiny_patch16_224", pretrained=False).eval()
+    weights = tmp_path / "model.safetensors"
+    save_file({k: v.contiguous() for k, v in source.state_dict().items()}, str(weights))
+    monkeypatch.setattr(specs, "_cached_weights", lambda hub_id: str(weights))
+    loaded = specs.resolve_model("timm:vit_tiny_patch16_224")
+    for (name, a), b in zip(source.state_dict().items(), loaded.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name

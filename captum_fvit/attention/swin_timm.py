@@ -19,6 +19,7 @@ from torch import nn
 
 from .adapter import AttentionEmit
 from .swin_base import SwinAdapterBase, emit_windows
+from .timm import unfuse
 from .windows import WindowGeometry
 
 __all__ = ["TimmSwinAdapter"]
@@ -97,9 +98,6 @@ class TimmSwinAdapter(SwinAdapterBase):
                 )
                 emit_windows(emit, layer, probs, geometry)
 
-            previous = attn.fused_attn
-            # Register the undo first so that a failure below still restores the flag.
-            stack.callback(setattr, attn, "fused_attn", previous)
-            attn.fused_attn = False
+            unfuse(attn, stack)
             stack.callback(block.register_forward_pre_hook(read_grid).remove)
             stack.callback(attn.attn_drop.register_forward_hook(read_probs).remove)

@@ -17,7 +17,7 @@ from torch import nn
 
 from .adapter import AttentionAdapter, AttentionEmit
 
-__all__ = ["TimmViTAdapter"]
+__all__ = ["TimmViTAdapter", "unfuse"]
 
 
 def _is_timm_attention(module: nn.Module) -> bool:
@@ -26,6 +26,13 @@ def _is_timm_attention(module: nn.Module) -> bool:
         and isinstance(getattr(module, "attn_drop", None), nn.Module)
         and hasattr(module, "num_heads")
     )
+
+
+def unfuse(module: nn.Module, stack: ExitStack) -> None:
+    """Switch ``module.fused_attn`` off for the ``with`` block of ``stack`` (the undo is
+    registered first, so a failure afterwards still restores the flag)."""
+    stack.callback(setattr, module, "fused_attn", module.fused_attn)
+    module.fused_attn = False
 
 
 class TimmViTAdapter(AttentionAdapter):
@@ -88,10 +95,7 @@ class TimmViTAdapter(AttentionAdapter):
         modules = self.attention_modules(model)
         for layer in layers:
             module = modules[layer]
-            previous = module.fused_attn
-            # Register the undo first so that a failure below still restores the flag.
-            stack.callback(setattr, module, "fused_attn", previous)
-            module.fused_attn = False
+            unfuse(module, stack)
 
             def hook(_drop: nn.Module, _args: tuple, probs, layer: int = layer) -> None:
                 emit(layer, probs, probs, None)

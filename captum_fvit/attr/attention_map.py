@@ -13,12 +13,12 @@ from ..concurrency import model_lock
 from ..errors import FiniteGuard
 from ..explain import TokenMapExplainer, TokenMapMethod
 from ..explain.explainer import TokenMaps
-from ..model_io import InputType, TargetType, forward_args_tuple, unpack_inputs
+from ..model_io import InputType, TargetType, forward_args_tuple
 from ..space import UPSAMPLE_MODES, tokens_to_pixels
 from ..validation import check_choice
 from .base import ViTAttribution, prepare_inputs, token_grid
 
-__all__ = ["AttentionMap", "InputType", "forward_args_tuple", "unpack_inputs"]
+__all__ = ["AttentionMap"]
 
 
 class AttentionMap(ViTAttribution):
@@ -118,8 +118,13 @@ class AttentionMap(ViTAttribution):
         NonFiniteError
             When the logits or the token maps are NaN or infinite.
         """
-        prepared = prepare_inputs(inputs, self.model)
-        images = prepared.images
+        images = prepare_inputs(inputs, self.model).images
+        return self._explain(images, target, additional_forward_args)
+
+    def _explain(
+        self, images: torch.Tensor, target: TargetType, additional_forward_args: Any
+    ) -> TokenMaps:
+        """:meth:`explain` of inputs already prepared by the public entry point."""
         with model_lock(self.model):
             result = self.explainer(images, target, forward_args_tuple(additional_forward_args))
         guard = FiniteGuard(torch.arange(images.shape[0], device=images.device))
@@ -162,9 +167,10 @@ class AttentionMap(ViTAttribution):
             The token map spread over each patch's pixels and broadcast over channels; a
             tuple when ``inputs`` was a tuple (Captum's convention).
         """
-        images, as_tuple = unpack_inputs(inputs)
-        result = self.explain(images, target, additional_forward_args)
+        prepared = prepare_inputs(inputs, self.model)
+        images = prepared.images
+        result = self._explain(images, target, additional_forward_args)
         pixels = tokens_to_pixels(
             result.maps, result.layout, images.shape[-2:], images.shape[1], self.upsample
-        ).to(images.dtype)
-        return (pixels,) if as_tuple else pixels
+        )
+        return prepared.wrap(pixels)

@@ -31,7 +31,6 @@ from ..model_io import (
     TargetType,
     forward_args_tuple,
     index_batch_args,
-    unpack_inputs,
 )
 from ..noise import random_seed
 from ..smoothing import SELECTION_STREAM, Chunk, SmoothingEngine, sample_range
@@ -375,8 +374,17 @@ class DDSAttention(ViTAttribution):
         progress : bool, optional
             Override the constructor's ``progress`` for this call.
         """
-        prepared = prepare_inputs(inputs, self.model, self.normalization)
-        images = prepared.images
+        images = prepare_inputs(inputs, self.model, self.normalization).images
+        return self._checked_details(
+            images, target, seed, k, additional_forward_args, n_samples, samples, process_group,
+            progress,
+        )  # fmt: skip
+
+    def _checked_details(
+        self, images, target, seed, k, additional_forward_args, n_samples, samples, process_group,
+        progress,
+    ) -> DDSResult:  # fmt: skip
+        """:meth:`details` on inputs already prepared (the other arguments are checked here)."""
         forward_args = forward_args_tuple(additional_forward_args)
         seed = random_seed() if seed is None else check_seed(seed)
         if n_samples is not None and samples is not None:
@@ -396,6 +404,24 @@ class DDSAttention(ViTAttribution):
             explained = self._explained_classes(
                 images, target, seed, forward_args, process_group, progress
             )
+            return self._details(
+                images, explained, seed, k, forward_args, samples, process_group, progress
+            )
+
+    def _details(
+        self,
+        images: torch.Tensor,
+        explained: torch.Tensor | None,
+        seed: int,
+        k: int | None,
+        forward_args: tuple,
+        samples: range,
+        process_group=None,
+        progress: bool = False,
+    ) -> DDSResult:
+        """:meth:`details` on validated inputs with the explained classes resolved (for
+        callers that validated already: FaithfulRegion, the sequential test)."""
+        with model_lock(self.model):
             stats = self._run(
                 images, samples, seed, explained, forward_args, k, process_group, progress
             )
@@ -526,9 +552,12 @@ class DDSAttention(ViTAttribution):
         additional_forward_args : Any, optional
             Extra positional arguments for the model.
         """
-        images, as_tuple = unpack_inputs(inputs)
-        result = self.details(images, target, seed, None, additional_forward_args)
+        prepared = prepare_inputs(inputs, self.model, self.normalization)
+        images = prepared.images
+        result = self._checked_details(
+            images, target, seed, None, additional_forward_args, None, None, None, None
+        )
         pixels = result.to_pixels(
             self._smoothed(result), images.shape[-2:], images.shape[1], self.upsample
-        ).to(images.dtype)
-        return (pixels,) if as_tuple else pixels
+        )
+        return prepared.wrap(pixels)

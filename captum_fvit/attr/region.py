@@ -52,7 +52,7 @@ from ..validation import (
 )
 from .base import ViTAttribution, prepare_inputs
 from .dds_attention import SMOOTHINGS, DDSAttention
-from .selection import ClassSelection, select_classes
+from .selection import ClassSelection, explained_classes, select_classes
 
 __all__ = ["FaithfulRegion", "RegionCertificate"]
 
@@ -382,8 +382,9 @@ class FaithfulRegion(ViTAttribution):
                     f"{given} set the sequential test at a radius: pass radius=r too (the "
                     "fixed-n certificate uses n samples)"
                 )
+            images = prepare_inputs(inputs, self.model, self.dds.normalization).images
             return self._certify_fixed(
-                inputs, seed, 0.0, additional_forward_args, target, process_group
+                images, seed, 0.0, additional_forward_args, target, process_group
             )
         radius = check_radius(radius)
         if process_group is not None:
@@ -393,14 +394,10 @@ class FaithfulRegion(ViTAttribution):
             )
         from .sequential import certify_at_radius
 
-        prepared = prepare_inputs(inputs, self.model, self.dds.normalization)
-        self._check_k(prepared.images)
-        seed = random_seed() if seed is None else check_seed(seed)
-        n_max = self.n if n_max is None else check_count(n_max, "n_max")
-        with model_lock(self.model):
+        with model_lock(self.model):  # certify_at_radius checks and prepares the inputs
             return certify_at_radius(
                 self,
-                prepared.images,
+                inputs,
                 radius,
                 seed,
                 forward_args_tuple(additional_forward_args),
@@ -414,31 +411,32 @@ class FaithfulRegion(ViTAttribution):
 
     def _certify_fixed(
         self,
-        inputs: InputType,
+        images: torch.Tensor,
         seed: int | None,
         region_radius: float,
         additional_forward_args: Any,
         target: TargetType,
         process_group=None,
     ) -> list[RegionCertificate]:
-        prepared = prepare_inputs(inputs, self.model, self.dds.normalization)
-        images = prepared.images
+        """The fixed-n certificate of images already prepared by the public entry point."""
         self._check_k(images)
         seed = random_seed() if seed is None else check_seed(seed)
         forward_args = forward_args_tuple(additional_forward_args)
+        dds = self.dds
         with model_lock(self.model):
             selection = self.select(images, seed, forward_args, process_group=process_group)
-            explained = selection.classes if target is None else target
-            result = self.dds.details(
-                images,
-                target=explained if self.dds.method.class_specific else None,
-                seed=seed,
-                k=self.k,
-                additional_forward_args=additional_forward_args,
-                n_samples=self.n,
-                process_group=process_group,
-                progress=self.progress,
-            )
+            explained = None
+            if dds.method.class_specific:
+                explained = selection.classes
+                if target is not None:
+                    explained = explained_classes(
+                        dds.engine, dds.model, images, target, dds.n_select, seed, forward_args
+                    )
+            dds.engine.check_inputs(images)
+            result = dds._details(
+                images, explained, seed, self.k, forward_args, range(self.n), process_group,
+                self.progress,
+            )  # fmt: skip
         return self._assemble(images, selection, result, region_radius, seed)
 
     def _assemble(self, images, selection, result, region_radius, seed) -> list[RegionCertificate]:
@@ -512,8 +510,7 @@ class FaithfulRegion(ViTAttribution):
         radius = check_radius(radius)
         if not isinstance(pixels, bool):
             raise TypeError(f"pixels must be True or False, got {pixels!r}")
-        prepared = prepare_inputs(inputs, self.model, self.dds.normalization)
-        images = prepared.images
+        images = prepare_inputs(inputs, self.model, self.dds.normalization).images
         certificates = self._certify_fixed(images, seed, radius, additional_forward_args, None)
         mask = torch.stack([c.region for c in certificates])
         if not pixels:

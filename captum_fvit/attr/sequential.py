@@ -31,9 +31,11 @@ import torch
 
 from .. import certify as cert
 from .. import sequential as seq
-from ..model_io import index_batch_args, logits_of, resolve_target, unpack_inputs
+from ..model_io import index_batch_args
 from ..noise import random_seed
 from ..validation import check_choice, check_count, check_positive, check_radius, check_seed
+from .base import prepare_inputs
+from .selection import explained_classes
 
 __all__ = [
     "AnytimeCertificate",
@@ -199,28 +201,26 @@ class _Sampler:
         self.n_inputs = images.shape[0]
         self.n_select = int(region.n_select)
         # Cohen's step 1: the class, from n_select samples of an independent noise stream.
-        selected = region.select(images, seed, forward_args)
-        self.label = torch.as_tensor(getattr(selected, "classes", selected)).long()
+        self.label = region.select(images, seed, forward_args).classes
         if target is None:
             self.explained = self.label
         else:  # one class per input, checked against the model's number of classes
-            first = index_batch_args(forward_args, self.n_inputs, torch.zeros(1, dtype=torch.long))
-            with torch.no_grad():
-                logits = logits_of(self.dds.model(images[:1], *first))
-            self.explained = resolve_target(target, logits.expand(self.n_inputs, -1))
+            self.explained = explained_classes(
+                self.dds.engine, self.dds.model, images, target, self.n_select, seed, forward_args
+            )
 
     def draw(self, index: torch.Tensor, start: int, stop: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Votes (M×P) and counts of the selected class (M) of inputs ``index`` over samples
         ``[start, stop)`` — the same sample indices (hence noise) as a fixed-n run."""
         index = index.to(self.images.device)
         target = self.explained[index.to(self.explained.device)]
-        result = self.dds.details(
+        result = self.dds._details(  # inputs and arguments were checked by certify()
             self.images[index],
-            target=target if self.dds.method.class_specific else None,
-            seed=self.seed,
-            k=self.region.k,
-            additional_forward_args=index_batch_args(self.forward_args, self.n_inputs, index),
-            samples=range(start, stop),
+            target if self.dds.method.class_specific else None,
+            self.seed,
+            self.region.k,
+            index_batch_args(self.forward_args, self.n_inputs, index),
+            range(start, stop),
         )
         label = self.label[index.to(self.label.device)].to(result.class_counts.device)
         fresh = result.class_counts.gather(1, label[:, None])[:, 0]
@@ -228,7 +228,8 @@ class _Sampler:
 
 
 def _prepare(region, inputs, seed, n_max, chunk, method):
-    images, _ = unpack_inputs(inputs)
+    images = prepare_inputs(inputs, region.model, region.dds.normalization).images
+    region.dds.engine.check_inputs(images)
     if hasattr(region, "_check_k"):
         region._check_k(images)
     seed = check_seed(seed)

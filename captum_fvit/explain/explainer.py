@@ -114,21 +114,6 @@ class TokenMapExplainer:
         with self.recording() as run:
             return run(inputs, target, forward_args)
 
-    def to_pixels(
-        self,
-        maps: torch.Tensor,
-        grid: tuple[int, int],
-        image_size: tuple[int, int],
-        channels: int = 1,
-        mode: str = "bilinear",
-    ) -> torch.Tensor:
-        """Spread ``N×P`` token maps on ``grid`` over ``N×channels×H×W`` pixels with the
-        model's patch size (see :func:`captum_fvit.space.tokens_to_pixels`)."""
-        from ..space import tokens_to_pixels
-
-        layout = TokenLayout(0, tuple(grid), self.adapter.patch_size(self.model))
-        return tokens_to_pixels(maps, layout, image_size, channels, mode)
-
     def _run(
         self,
         recorder: AttentionRecorder,
