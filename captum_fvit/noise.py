@@ -18,6 +18,16 @@ import numpy as np
 import torch
 
 __all__ = [
+    "NOISE_STREAMS",
+    "ESTIMATION_STREAM",
+    "SELECTION_STREAM",
+    "ATTACK_START_STREAM",
+    "EOT_STREAM",
+    "EOT_LABEL_STREAM",
+    "ADAPTIVE_STREAM",
+    "ADAPTIVE_LABEL_STREAM",
+    "denoiser_stream",
+    "stream_generator",
     "NOISE_KINDS",
     "NOISE_BLOCK",
     "SampleNoise",
@@ -31,6 +41,52 @@ NOISE_KINDS = ("gaussian", "laplace", "uniform")
 
 #: Samples per independently seeded block.
 NOISE_BLOCK = 16
+
+
+#: Every noise stream, by purpose. Draws are addressed by ``(seed, stream, sample)``, so two
+#: purposes sharing a number would silently correlate their noise (attack noise with
+#: evaluation noise, say). A purpose gets a name and a number here, never a literal elsewhere;
+#: ``tests/test_noise_streams.py`` checks that no two purposes — nor their denoiser
+#: sub-streams (:func:`denoiser_stream`) — share a stream.
+NOISE_STREAMS: dict[str, int] = {
+    "estimation": 0,  # the samples that estimate maps, votes and class counts
+    "selection": 1,  # the samples that choose the explained / certified class
+    "attack_start": 5,  # random starts of the gradient attacks
+    "eot": 7,  # EOT samples of the attacks on the denoised classifier
+    "eot_label": 8,  # the samples that pick the label those attacks defend against
+    "adaptive": 11,  # EOT samples of the adaptive attacks through DDS
+    "adaptive_label": 12,  # the samples that pick the adaptive attacks' label
+}
+
+ESTIMATION_STREAM = NOISE_STREAMS["estimation"]
+SELECTION_STREAM = NOISE_STREAMS["selection"]
+ATTACK_START_STREAM = NOISE_STREAMS["attack_start"]
+EOT_STREAM = NOISE_STREAMS["eot"]
+EOT_LABEL_STREAM = NOISE_STREAMS["eot_label"]
+ADAPTIVE_STREAM = NOISE_STREAMS["adaptive"]
+ADAPTIVE_LABEL_STREAM = NOISE_STREAMS["adaptive_label"]
+
+#: Offset of the denoiser's own randomness for a pixel-noise stream (:class:`SampleNoise`).
+DENOISER_STREAM_OFFSET = 2_000
+#: Offset of the per-chunk generator handed to denoisers without ``accepts_sample_noise``.
+GENERATOR_STREAM_OFFSET = 1_000
+
+
+def denoiser_stream(stream: int, *, per_sample: bool = True) -> int:
+    """The stream of the denoiser's own randomness while pixel-noise stream ``stream`` runs.
+
+    ``per_sample=True``: the base stream of a :class:`SampleNoise`; ``False``: the stream of the
+    per-chunk ``torch.Generator`` given to denoisers that cannot take a :class:`SampleNoise`.
+    """
+    offset = DENOISER_STREAM_OFFSET if per_sample else GENERATOR_STREAM_OFFSET
+    return offset + int(stream)
+
+
+def stream_generator(seed: int, stream: int, index: int, device) -> torch.Generator:
+    """A ``torch.Generator`` on ``device`` for draw ``index`` of ``stream`` under ``seed``."""
+    generator = torch.Generator(device=device)
+    generator.manual_seed(block_seed(seed, index, stream))
+    return generator
 
 
 def random_seed() -> int:

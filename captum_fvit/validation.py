@@ -26,6 +26,11 @@ __all__ = [
     "check_count",
     "check_seed",
     "check_k",
+    "check_eps",
+    "check_steps",
+    "check_alpha",
+    "check_norm",
+    "check_same_shape",
     "check_probability",
     "check_choice",
     "check_radius",
@@ -185,15 +190,116 @@ def check_seed(seed: object) -> int | None:
     return seed
 
 
-def check_k(k: object, n_tokens: int | None = None, name: str = "k") -> int:
-    """Top-k size: an integer ≥ 1, and smaller than the number of patch tokens when known."""
+def check_k(
+    k: object,
+    n: int | None = None,
+    *,
+    inclusive: bool = False,
+    name: str = "k",
+    what: str = "patch tokens",
+) -> int:
+    """Top-k size: an integer ≥ 1 and, when ``n`` is known, at most ``n``.
+
+    Parameters
+    ----------
+    k : int
+        The top-k size.
+    n : int, optional
+        How many entries there are (patch tokens, map entries).
+    inclusive : bool, default False
+        ``False``: ``k < n`` (certificates need a (k+1)-th token to compare with);
+        ``True``: ``k ≤ n`` (metrics such as the top-k overlap accept every entry).
+    name, what : str
+        The argument's name and what ``n`` counts, for the message.
+
+    Raises
+    ------
+    TypeError
+        For a non-integer ``k`` (``2.5``, ``True``, ``"8"``).
+    ValueError
+        For ``k < 1`` or ``k`` too large for ``n``.
+    """
     k = check_count(k, name)
-    if n_tokens is not None and k >= n_tokens:
+    if n is None:
+        return k
+    if inclusive and k > n:
         raise ValueError(
-            f"{name}={k} must be smaller than the number of patch tokens ({n_tokens}); choose a "
-            "smaller k"
+            f"{name}={k} must be at most the number of {what} ({n}); choose {name} ≤ {n}"
+        )
+    if not inclusive and k >= n:
+        raise ValueError(
+            f"{name}={k} must be smaller than the number of {what} ({n}); choose a "
+            f"smaller {name} (at most {n - 1})"
         )
     return k
+
+
+def check_eps(eps: object, name: str = "eps") -> float:
+    """A perturbation budget: a finite number ≥ 0 in [0, 1] pixel units (e.g. 8/255).
+
+    Raises
+    ------
+    TypeError
+        For a non-number (a 0-d tensor is accepted).
+    ValueError
+        For a negative or non-finite budget.
+    """
+    if isinstance(eps, torch.Tensor) and eps.numel() == 1:
+        eps = eps.item()
+    if isinstance(eps, bool) or not isinstance(eps, numbers.Real):
+        raise TypeError(f"{name} must be a number in [0, 1] pixel units (e.g. 8/255), got {eps!r}")
+    value = float(eps)
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(
+            f"{name} must be a finite number ≥ 0 in [0, 1] pixel units (e.g. 8/255), got {value}"
+        )
+    return value
+
+
+def check_steps(steps: object, name: str = "steps") -> int:
+    """An iteration count: an integer ≥ 1 (``TypeError`` for non-integers)."""
+    return check_count(steps, name)
+
+
+def check_alpha(alpha: object, name: str = "alpha", *, allow_none: bool = False) -> float | None:
+    """A failure probability in (0, 1) (``None`` too when ``allow_none``: a plug-in estimate).
+
+    Raises
+    ------
+    TypeError
+        For a non-number (or ``None`` where a certificate needs a level).
+    ValueError
+        Outside (0, 1).
+    """
+    if alpha is None:
+        if allow_none:
+            return None
+        raise TypeError(
+            f"{name} must be a failure probability in (0, 1), e.g. 0.001; got None (this "
+            "computation has no plug-in mode)"
+        )
+    return check_probability(alpha, f"{name} (failure probability, e.g. 0.001)")
+
+
+#: Perturbation norms of the gradient attacks.
+NORMS = ("linf", "l2")
+
+
+def check_norm(norm: object) -> str:
+    """``"linf"`` or ``"l2"``."""
+    return check_choice(norm, "norm", NORMS)
+
+
+def check_same_shape(
+    a: torch.Tensor, b: torch.Tensor, names: tuple[str, str] = ("a", "b")
+) -> None:
+    """Raise ``ValueError`` if two map batches differ in shape, naming both shapes."""
+    if a.shape != b.shape:
+        raise ValueError(
+            f"{names[0]} and {names[1]} must have the same shape, got {tuple(a.shape)} and "
+            f"{tuple(b.shape)}; compare maps of the same images at the same resolution (token "
+            "maps with token maps, pixel maps with pixel maps)"
+        )
 
 
 def check_probability(

@@ -1,18 +1,16 @@
-"""Argument checks shared by the evaluation metrics and attacks, with errors that name the fix."""
+"""Map-batch helpers of the evaluation metrics: checked ``N×…`` maps, flattening, pixel grids.
+
+Argument checks (``k``, ``eps``, ``steps``, shapes) live in :mod:`captum_fvit.validation`.
+"""
 
 from __future__ import annotations
 
 import math
-import operator
 
 import torch
 
 __all__ = [
     "as_map_batch",
-    "check_eps",
-    "check_k",
-    "check_same_shape",
-    "check_steps",
     "flatten_maps",
     "to_pixel_grid",
 ]
@@ -54,54 +52,9 @@ def as_map_batch(maps: object, name: str = "maps", min_dim: int = 2) -> torch.Te
     return maps
 
 
-def check_same_shape(a: torch.Tensor, b: torch.Tensor, names: tuple[str, str] = ("a", "b")) -> None:
-    """Raise if two map batches differ in shape, naming both shapes."""
-    if a.shape != b.shape:
-        raise ValueError(
-            f"{names[0]} and {names[1]} must have the same shape, got {tuple(a.shape)} and "
-            f"{tuple(b.shape)}; compare maps of the same images at the same resolution (token "
-            "maps with token maps, pixel maps with pixel maps)"
-        )
-
-
 def flatten_maps(maps: torch.Tensor) -> torch.Tensor:
     """``N×…`` → ``N×D``: every non-batch entry (token or pixel and channel) is one item."""
     return maps.reshape(maps.shape[0], -1)
-
-
-def check_k(k: object, size: int, what: str = "entries") -> int:
-    """Check that ``k`` is an int in ``[1, size]`` and return it."""
-    if isinstance(k, bool):
-        raise TypeError(f"k must be an integer, got {k!r}")
-    try:
-        k = operator.index(k)
-    except TypeError:
-        raise TypeError(f"k must be an integer, got {k!r}") from None
-    if not 1 <= k <= size:
-        raise ValueError(f"k must lie in [1, {size}] (the number of {what} per map), got {k}")
-    return k
-
-
-def check_eps(eps: object, name: str = "eps") -> float:
-    """Check a perturbation budget (≥ 0, finite, [0, 1] pixel units) and return it."""
-    try:
-        value = float(eps)
-    except (TypeError, ValueError):
-        raise TypeError(f"{name} must be a number in [0, 1] pixel units, got {eps!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(
-            f"{name} must be a finite number ≥ 0 in [0, 1] pixel units (e.g. 8/255), got {value}"
-        )
-    return value
-
-
-def check_steps(steps: object, name: str = "steps") -> int:
-    """Check an iteration count (an int ≥ 1) and return it."""
-    if isinstance(steps, bool) or not isinstance(steps, int):
-        raise TypeError(f"{name} must be an int ≥ 1, got {steps!r}")
-    if steps < 1:
-        raise ValueError(f"{name} must be at least 1, got {steps}")
-    return steps
 
 
 def _square_grid(num_tokens: int, name: str) -> tuple[int, int]:

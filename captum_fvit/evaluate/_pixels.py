@@ -12,19 +12,10 @@ import torch
 from ..noise import random_seed
 from ..space import Normalization
 
-__all__ = ["NORMS", "clean_pixels", "make_generator", "project", "random_start", "ascent_step"]
-
-#: Perturbation norms of the gradient attacks.
-NORMS = ("linf", "l2")
+__all__ = ["clean_pixels", "make_generator", "project", "random_start", "ascent_step"]
 
 #: How far outside [0, 1] converted pixels may lie before the inputs are rejected.
 PIXEL_TOLERANCE = 1e-3
-
-
-def check_norm(norm: object) -> str:
-    if norm not in NORMS:
-        raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
-    return norm
 
 
 def clean_pixels(inputs: torch.Tensor, normalization: Normalization) -> torch.Tensor:

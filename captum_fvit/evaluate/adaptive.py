@@ -33,8 +33,8 @@ from ..explain.targets import logits_of
 from ..noise import random_seed
 from ..space import Normalization, resolve_normalization
 from ..validation import check_count, check_image_batch, check_positive, check_seed
-from ._checks import check_eps
-from ._pixels import ascent_step, check_norm, clean_pixels, make_generator, project
+from ..validation import check_eps, check_norm
+from ._pixels import ascent_step, clean_pixels, make_generator, project
 from ._pixels import random_start as random_delta
 from .differentiable import DifferentiableDDS
 from .metrics import topk_indices

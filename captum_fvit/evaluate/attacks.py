@@ -33,8 +33,8 @@ from ..explain.targets import logits_of
 from ..noise import NOISE_KINDS, block_seed, draw_noise, random_seed
 from ..space import Normalization, resolve_normalization
 from ..validation import check_image_batch, check_positive
-from ._checks import check_eps, check_steps
-from ._pixels import NORMS, ascent_step, check_norm, clean_pixels, make_generator, project, random_start
+from ..validation import NORMS, check_eps, check_norm, check_steps
+from ._pixels import ascent_step, clean_pixels, make_generator, project, random_start
 from .explanation_attack import ExplanationAttackResult, topk_explanation_attack
 
 __all__ = [

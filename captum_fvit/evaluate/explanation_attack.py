@@ -41,7 +41,8 @@ from torch import nn
 from ..explain.targets import logits_of
 from ..space import Normalization, resolve_normalization
 from ..validation import check_image_batch, check_positive
-from ._checks import as_map_batch, check_eps, check_k, check_steps
+from ..validation import check_eps, check_k, check_steps
+from ._checks import as_map_batch
 from ._pixels import ascent_step, clean_pixels, make_generator, project, random_start
 from .metrics import topk_indices, topk_mass, topk_overlap
 from .surrogate import surrogate_like
@@ -176,7 +177,7 @@ def topk_explanation_attack(
             return logits_of(model(normalization.from_pixels(x_pixels))).argmax(dim=1)
 
     clean_map = explain(images)
-    k = check_k(k, clean_map.shape[1], "tokens")
+    k = check_k(k, clean_map.shape[1], inclusive=True, what="tokens")
     index = topk_indices(clean_map, k)
     labels = predict(pixels)
 

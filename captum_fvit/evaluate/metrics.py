@@ -20,7 +20,8 @@ import math
 
 import torch
 
-from ._checks import as_map_batch, check_k, check_same_shape, flatten_maps
+from ..validation import check_k, check_same_shape
+from ._checks import as_map_batch, flatten_maps
 
 __all__ = [
     "average_ranks",
@@ -79,7 +80,7 @@ def topk_overlap(a: torch.Tensor, b: torch.Tensor, k: int) -> torch.Tensor:
     Ties at the ``k``-th value are broken in favour of the lower index in both maps.
     """
     a, b = _pair(a, b)
-    k = check_k(k, a.shape[1])
+    k = check_k(k, a.shape[1], inclusive=True, what="entries per map")
     shared = (_membership(a, k) & _membership(b, k)).sum(dim=1)
     dtype = torch.float64 if a.dtype == torch.float64 else torch.float32
     return shared.to(dtype) / k
