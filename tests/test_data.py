@@ -364,3 +364,27 @@ def test_bad_arguments_raise_clear_errors():
         render_batch(0, [0], chunk_size=0)
     with pytest.raises(TypeError, match="ShapesConfig"):
         render_batch(0, [0], config={"area_range": (0.1, 0.2)})
+    # The same mistakes raise what captum_fvit.validation raises everywhere else.
+    with pytest.raises(TypeError, match="chunk_size must be an integer"):
+        render_batch(0, [0], chunk_size=2.5)
+    with pytest.raises(TypeError, match="batch_size must be an integer"):
+        next(ds.iter_batches(batch_size=True))
+    with pytest.raises(ValueError, match="batch_size must be an integer ≥ 1"):
+        next(ds.iter_batches(batch_size=0))
+    with pytest.raises(TypeError, match="seed must be an int"):
+        ShapesBenchmark(size=4, seed=None)
+    with pytest.raises(ValueError, match=r"seed must lie in \[0, 2\*\*63\)"):
+        sample_labels(2**63, [0])
+    with pytest.raises(TypeError, match="stripe_prob must be a number"):
+        ShapesConfig(stripe_prob="half")
+    with pytest.raises(ValueError, match=r"min_contrast must lie in \[0, 1\]"):
+        ShapesConfig(min_contrast=1.5)
+
+
+def test_old_seed_check_warns_and_forwards():
+    from captum_fvit.data import rng
+
+    with pytest.warns(DeprecationWarning, match="captum_fvit.validation.check_seed"):
+        assert rng.check_seed(5) == 5
+    with pytest.warns(DeprecationWarning), pytest.raises(TypeError, match="seed must be an int"):
+        rng.check_seed(1.5)

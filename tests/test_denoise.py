@@ -415,8 +415,10 @@ def test_bad_inputs_raise_clear_errors(make):
         den(x, "0.25")
     with pytest.raises(ValueError, match="4-D batch"):
         den(torch.rand(3, 16, 16), 0.25)
-    with pytest.raises(ValueError, match="floating-point"):
+    with pytest.raises(TypeError, match="floating-point"):  # TypeError, as validation raises
         den(torch.zeros(2, 3, 16, 16, dtype=torch.uint8), 0.25)
+    with pytest.raises(TypeError, match="torch.Tensor"):
+        den(x.numpy(), 0.25)
     with pytest.raises(TypeError, match="torch.Generator"):
         den(x, 0.25, generator=123)
 

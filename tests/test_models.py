@@ -5,6 +5,7 @@ Everything runs offline: the loaders are exercised only on files the tests write
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 
@@ -27,14 +28,20 @@ from captum_fvit.models import (
     save_vit,
     verify_bundle,
 )
-from captum_fvit.models.quality import (
+from captum_fvit.space import resolve_normalization
+from captum_fvit.training import (
+    QUALITY_BARS,
+    TRAIN_OPTIONS,
+    ViTRecipe,
     classification_accuracy,
     denoising_psnr,
+    quick_recipes,
     rollout_mass_ratio,
+    train_default,
+    train_from_options,
+    train_vit,
+    warmup_cosine,
 )
-from captum_fvit.models.recipe import ViTRecipe, quick_recipes, warmup_cosine
-from captum_fvit.models.train import QUALITY_BARS, main, train_default, train_vit
-from captum_fvit.space import resolve_normalization
 
 #: A benchmark stream no model was trained on (training: 0, monitoring: 1, manifest metrics: 2).
 FRESH_SEED = 2024
@@ -223,8 +230,10 @@ def test_warmup_cosine_schedule():
 
 
 def test_quick_training_writes_a_loadable_deterministic_bundle(tmp_path, capsys):
+    from captum_fvit.cli import main as cli_main
+
     out_a, out_b = tmp_path / "a", tmp_path / "b"
-    assert main(["--out", str(out_a), "--quick", "--no-progress"]) == 0
+    assert cli_main(["train-default", "--out", str(out_a), "--quick", "--no-progress"]) == 0
     assert "wrote" in capsys.readouterr().out
     manifest_b = train_default(out_b, quick=True, progress=False)
 
@@ -251,15 +260,98 @@ def test_the_seed_changes_the_weights():
 
 
 def test_bad_arguments_are_reported(tmp_path, capsys):
-    assert main(["--out", str(tmp_path), "--vit-steps", "0"]) == 2
-    assert "--vit-steps must be at least 1" in capsys.readouterr().err
-    with pytest.raises(ValueError, match="steps must be a positive int"):
+    from captum_fvit.cli import main as cli_main
+
+    assert cli_main(["train-default", "--out", str(tmp_path), "--vit-steps", "0"]) == 2
+    assert "--vit-steps must be an integer ≥ 1, got 0" in capsys.readouterr().err
+    assert cli_main(["train-default", "--out", str(tmp_path), "--threads", "0"]) == 2
+    assert "--threads must be an integer ≥ 1, got 0" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="steps must be an integer ≥ 1"):
         train_vit(ViTRecipe(steps=0), progress=False)
+    # The same mistakes raise what captum_fvit.validation raises everywhere, before any training.
+    with pytest.raises(TypeError, match="steps must be an integer"):
+        train_vit(ViTRecipe(steps=2.5), progress=False)
+    with pytest.raises(TypeError, match="seed must be an int"):
+        train_vit(quick_recipes()[0], seed=1.5, progress=False)
+    with pytest.raises(TypeError, match="seed must be an int"):
+        train_vit(quick_recipes()[0], seed=None, progress=False)
+    with pytest.raises(TypeError, match="vit_steps must be an integer"):
+        train_default(tmp_path / "x", vit_steps=2.5)
+    with pytest.raises(ValueError, match="unet_steps must be an integer ≥ 1"):
+        train_default(tmp_path / "x", unet_steps=0)
+    with pytest.raises(TypeError, match="threads must be an integer"):
+        train_default(tmp_path / "x", threads=True)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ValueError, match="is a file; give a folder"):
+        train_default(tmp_path / "file", quick=True)
+    with pytest.raises(ValueError, match="--unet-steps must be an integer ≥ 1"):
+        train_from_options({"out": str(tmp_path / "y"), "unet_steps": -3})
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+# ------------------------------------------------ the package layout and the old import paths
+def test_training_lives_outside_the_runtime_models_package():
+    """models/ holds runtime loaders only (plus the deprecated train.py forwarder); training/
+    has no argparse of its own: the CLI builds its arguments from TRAIN_OPTIONS."""
+    import inspect
+    import re
+    from pathlib import Path
+
+    import captum_fvit.models as models
+    import captum_fvit.training as training
+
+    names = {p.name for p in Path(models.__file__).parent.glob("*.py")}
+    assert names == {"__init__.py", "default.py", "denoiser.py", "manifest.py", "train.py", "vit.py"}
+    for path in Path(training.__file__).parent.glob("*.py"):
+        assert not re.search(r"^\s*(import|from)\s+argparse", path.read_text(), re.M), path.name
+    assert [option.flag for option in TRAIN_OPTIONS] == [
+        "--out", "--seed", "--quick", "--vit-steps", "--unet-steps", "--threads", "--no-progress",
+    ]
+    keywords = set(inspect.signature(train_default).parameters)
+    assert {"out_dir", "seed", "quick", "vit_steps", "unet_steps", "threads", "progress"} <= keywords
+
+
+def test_old_training_imports_warn_and_forward(tmp_path, capsys):
+    import argparse
+
+    import captum_fvit.models as models
+    import captum_fvit.training as training
+    from captum_fvit.models import train as old
+
+    with pytest.warns(DeprecationWarning, match="captum_fvit.training.train_vit"):
+        assert old.train_vit is training.train_vit
+    with pytest.warns(DeprecationWarning, match="captum_fvit.training.QUALITY_BARS"):
+        assert old.QUALITY_BARS is QUALITY_BARS
+    with pytest.raises(AttributeError):
+        old.no_such_name
+    with pytest.warns(DeprecationWarning, match="TRAIN_OPTIONS"):
+        parser = old.add_train_arguments(argparse.ArgumentParser())
+    args = parser.parse_args(["--out", str(tmp_path), "--vit-steps", "0"])
+    assert (args.out, args.seed, args.quick, args.threads, args.no_progress) == (str(tmp_path), 0, False, 1, False)
+    with pytest.warns(DeprecationWarning, match="train_from_options"), pytest.raises(ValueError, match="--vit-steps"):
+        old.run_from_args(args)
+    with pytest.warns(DeprecationWarning, match="cli.main"):
+        assert old.main(["--out", str(tmp_path), "--vit-steps", "0"]) == 2
+    assert "--vit-steps must be an integer ≥ 1" in capsys.readouterr().err
+    with pytest.warns(DeprecationWarning, match="captum_fvit.training.train_default"):
+        with pytest.raises(ValueError, match="vit_steps must be an integer ≥ 1"):
+            models.train_default(tmp_path, vit_steps=0)
 
 
 # ------------------------------------------- the shared training loop vs a plain reference
 _TINY_VIT = {"img_size": 32, "embed_dim": 32, "depth": 2, "num_heads": 2, "mlp_ratio": 2.0}
 _TINY_UNET = {"sample_size": 32, "block_out_channels": (8, 16, 16), "norm_num_groups": 4, "attention_head_dim": 8}
+
+
+@contextlib.contextmanager
+def _one_thread():
+    """torch on one CPU thread, as the training functions run by default (``threads=1``)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _plain_step(optimizer, params, loss, clip):
@@ -275,7 +367,7 @@ def _reference_vit(recipe, seed):
     import torch.nn.functional as F
 
     from captum_fvit.models import build_vit
-    from captum_fvit.models.train import token_labels
+    from captum_fvit.training import token_labels
     from captum_fvit.space import Normalization
 
     norm = Normalization(tuple(recipe.mean), tuple(recipe.std))
@@ -352,7 +444,7 @@ def test_shared_training_loop_matches_plain_loops_bit_for_bit():
     import numpy as np
     from dataclasses import replace
 
-    from captum_fvit.models.train import train_denoiser
+    from captum_fvit.training import train_denoiser
 
     vit_recipe, unet_recipe, _ = quick_recipes()
     vit_recipe = replace(vit_recipe, steps=3, batch_size=4, finetune_steps=2,
@@ -360,7 +452,8 @@ def test_shared_training_loop_matches_plain_loops_bit_for_bit():
     unet_recipe = replace(unet_recipe, steps=2, batch_size=2, unet_config={**unet_recipe.unet_config, **_TINY_UNET})
 
     trained = train_vit(vit_recipe, seed=3, progress=False, val_every=2, val_images=8)
-    reference, losses, ft_losses = _reference_vit(vit_recipe, seed=3)
+    with _one_thread():  # train_vit runs on threads=1; bit-for-bit needs the same reductions
+        reference, losses, ft_losses = _reference_vit(vit_recipe, seed=3)
     assert _same_weights(trained.model, reference)
     assert trained.log["final_loss"] == np.mean(losses)
     assert trained.log["finetune"]["final_loss"] == np.mean(ft_losses)
@@ -368,9 +461,11 @@ def test_shared_training_loop_matches_plain_loops_bit_for_bit():
     assert set(trained.log["finetune"]["val_accuracy"]) == {"2"}
 
     denoiser = train_denoiser(unet_recipe, seed=3, progress=False)
-    unet, unet_losses = _reference_unet(unet_recipe, seed=3)
+    with _one_thread():
+        unet, unet_losses = _reference_unet(unet_recipe, seed=3)
     assert _same_weights(denoiser.model.unet, unet)
     assert denoiser.log["final_loss"] == np.mean(unet_losses)
     # The check has teeth: one more step of the reference gives other weights.
-    longer, _ = _reference_unet(replace(unet_recipe, steps=3), seed=3)
+    with _one_thread():
+        longer, _ = _reference_unet(replace(unet_recipe, steps=3), seed=3)
     assert not _same_weights(longer, unet)

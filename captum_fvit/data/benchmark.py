@@ -53,7 +53,8 @@ from torch.utils.data import Dataset
 
 from .background import render_background, sample_background_params
 from .distractors import KEEP_OUT, draw_distractors, sample_distractor_params
-from .rng import DOMAIN_COLOUR, DOMAIN_LABEL, DOMAIN_OBJECT, as_index_array, check_seed, cos_sin, counter_uniform
+from ..validation import check_choice, check_count, check_probability, check_seed
+from .rng import DOMAIN_COLOUR, DOMAIN_LABEL, DOMAIN_OBJECT, as_index_array, cos_sin, counter_uniform
 from .shapes import CLASS_NAMES, NUM_CLASSES, UNIT_AREA, UNIT_CIRCUMRADIUS, shape_sdf_pixels
 
 __all__ = [
@@ -64,10 +65,22 @@ __all__ = [
     "ShapesBenchmark",
     "render_batch",
     "sample_labels",
+    "stream_seed",
 ]
 
 #: Smallest supported image side, in pixels.
 MIN_IMAGE_SIZE = 32
+
+
+def stream_seed(seed: object) -> int:
+    """A benchmark stream seed: an integer in ``[0, 2**63)`` (``None`` is refused).
+
+    :func:`captum_fvit.validation.check_seed`, except that ``None`` (a random seed elsewhere)
+    has no meaning here: a stream is named by its seed.
+    """
+    if seed is None:
+        raise TypeError("seed must be an int naming the benchmark stream (e.g. seed=0; see SPLIT_SEEDS)")
+    return check_seed(seed)
 #: Seeds of the conventional splits. Any other seed is an independent, fresh stream.
 SPLIT_SEEDS: dict[str, int] = {"train": 0, "val": 1, "test": 2}
 
@@ -116,10 +129,8 @@ class ShapesConfig:
             raise TypeError(f"num_distractors must be two ints, got {self.num_distractors}")
         if not 0 <= n_lo <= n_hi <= 64:
             raise ValueError(f"num_distractors must satisfy 0 <= low <= high <= 64, got {self.num_distractors}")
-        if not 0.0 <= float(self.min_contrast) <= 1.0:
-            raise ValueError(f"min_contrast must be in [0, 1], got {self.min_contrast}")
-        if not 0.0 <= float(self.stripe_prob) <= 1.0:
-            raise ValueError(f"stripe_prob must be in [0, 1], got {self.stripe_prob}")
+        check_probability(self.min_contrast, "min_contrast", low_open=False, high_open=False)
+        check_probability(self.stripe_prob, "stripe_prob", low_open=False, high_open=False)
 
     def check_image_size(self, image_size: int) -> int:
         """Validate ``image_size`` for this config and return it as an int.
@@ -132,11 +143,7 @@ class ShapesConfig:
             If it is below :data:`MIN_IMAGE_SIZE`, or too small for the largest object of
             ``area_range`` to fit inside the image.
         """
-        if isinstance(image_size, bool) or not isinstance(image_size, (int, np.integer)):
-            raise TypeError(f"image_size must be an int, got {type(image_size).__name__}")
-        image_size = int(image_size)
-        if image_size < MIN_IMAGE_SIZE:
-            raise ValueError(f"image_size must be >= {MIN_IMAGE_SIZE} pixels, got {image_size}")
+        image_size = check_count(image_size, "image_size", minimum=MIN_IMAGE_SIZE)
         hi = float(self.area_range[1])
         for c in range(NUM_CLASSES):
             rho = UNIT_CIRCUMRADIUS[c] * math.sqrt(hi * image_size * image_size / UNIT_AREA[c])
@@ -195,7 +202,7 @@ def sample_labels(seed: int, indices: Sequence[int] | np.ndarray | torch.Tensor)
     torch.Tensor
         ``(B,)`` int64 labels.
     """
-    seed = check_seed(seed)
+    seed = stream_seed(seed)
     idx = as_index_array(indices)
     return torch.from_numpy(_labels(seed, idx))
 
@@ -285,7 +292,7 @@ def render_batch(
     Parameters
     ----------
     seed : int
-        Stream seed in ``[0, 2**64)`` (see :data:`SPLIT_SEEDS`).
+        Stream seed in ``[0, 2**63)`` (see :data:`SPLIT_SEEDS`).
     indices : sequence of int, numpy array or torch tensor
         ``(B,)`` non-negative image indices (repeats allowed, any order).
     image_size : int
@@ -306,13 +313,12 @@ def render_batch(
     TypeError, ValueError
         For a bad seed, index, image size or chunk size.
     """
-    seed = check_seed(seed)
+    seed = stream_seed(seed)
     config = ShapesConfig() if config is None else config
     if not isinstance(config, ShapesConfig):
         raise TypeError(f"config must be a ShapesConfig, got {type(config).__name__}")
     image_size = config.check_image_size(image_size)
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+    chunk_size = check_count(chunk_size, "chunk_size")
     idx = as_index_array(indices)
     b, n = idx.shape[0], image_size
     out = {
@@ -353,7 +359,7 @@ class ShapesBenchmark(Dataset):
     image_size : int
         Image side in pixels, at least 32. Default 64.
     seed : int
-        Stream seed in ``[0, 2**64)``; see :data:`SPLIT_SEEDS` and :meth:`from_split`.
+        Stream seed in ``[0, 2**63)``; see :data:`SPLIT_SEEDS` and :meth:`from_split`.
     config : ShapesConfig, optional
         Benchmark knobs; the default benchmark if ``None``.
     chunk_size : int
@@ -376,19 +382,14 @@ class ShapesBenchmark(Dataset):
         config: ShapesConfig | None = None,
         chunk_size: int = 64,
     ) -> None:
-        if isinstance(size, bool) or not isinstance(size, (int, np.integer)):
-            raise TypeError(f"size must be an int, got {type(size).__name__}")
-        if size < 1:
-            raise ValueError(f"size must be >= 1, got {size}")
+        size = check_count(size, "size")
         self.config = ShapesConfig() if config is None else config
         if not isinstance(self.config, ShapesConfig):
             raise TypeError(f"config must be a ShapesConfig, got {type(self.config).__name__}")
         self.size = int(size)
         self.image_size = self.config.check_image_size(image_size)
-        self.seed = check_seed(seed)
-        if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or chunk_size < 1:
-            raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
-        self.chunk_size = int(chunk_size)
+        self.seed = stream_seed(seed)
+        self.chunk_size = check_count(chunk_size, "chunk_size")
 
     @classmethod
     def from_split(
@@ -401,8 +402,7 @@ class ShapesBenchmark(Dataset):
         chunk_size: int = 64,
     ) -> ShapesBenchmark:
         """The dataset of a named split (``"train"``, ``"val"`` or ``"test"``)."""
-        if split not in SPLIT_SEEDS:
-            raise ValueError(f"split must be one of {tuple(SPLIT_SEEDS)}, got {split!r}")
+        check_choice(split, "split", tuple(SPLIT_SEEDS))
         return cls(size, image_size, SPLIT_SEEDS[split], config=config, chunk_size=chunk_size)
 
     class_names: tuple[str, ...] = CLASS_NAMES
@@ -463,7 +463,6 @@ class ShapesBenchmark(Dataset):
 
     def iter_batches(self, batch_size: int = 256) -> Iterator[dict[str, torch.Tensor]]:
         """Yield the dataset in order, ``batch_size`` images at a time (last one may be short)."""
-        if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        batch_size = check_count(batch_size, "batch_size")
         for start in range(0, self.size, int(batch_size)):
             yield self.batch(np.arange(start, min(start + int(batch_size), self.size)))

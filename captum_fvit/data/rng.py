@@ -67,31 +67,21 @@ def _mix64(z: np.ndarray) -> np.ndarray:
 
 
 def check_seed(seed: object) -> int:
-    """Validate a seed: an integer in ``[0, 2**64)`` (``bool`` is refused).
+    """Deprecated: use :func:`captum_fvit.validation.check_seed` (seeds in ``[0, 2**63)``).
 
-    Parameters
-    ----------
-    seed : int
-        The seed to check.
-
-    Returns
-    -------
-    int
-        The seed as a Python ``int``.
-
-    Raises
-    ------
-    TypeError
-        If ``seed`` is not an integer.
-    ValueError
-        If ``seed`` is negative or does not fit in 64 bits.
+    Kept for one release; benchmark seeds are checked by
+    :func:`captum_fvit.data.benchmark.stream_seed` (``None`` refused).
     """
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
-    seed = int(seed)
-    if not 0 <= seed <= _MASK64:
-        raise ValueError(f"seed must be in [0, 2**64), got {seed}")
-    return seed
+    import warnings
+
+    from .benchmark import stream_seed
+
+    warnings.warn(
+        "captum_fvit.data.rng.check_seed is deprecated; use captum_fvit.validation.check_seed",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return stream_seed(seed)
 
 
 def as_index_array(indices: Sequence[int] | np.ndarray | torch.Tensor | int) -> np.ndarray:
@@ -141,7 +131,7 @@ def counter_uniform(seed: int, indices: np.ndarray, domain: int, n: int) -> np.n
     Parameters
     ----------
     seed : int
-        Dataset seed, in ``[0, 2**64)``.
+        Dataset seed, in ``[0, 2**63)`` (:func:`~captum_fvit.validation.check_seed`).
     indices : numpy.ndarray
         Shape ``(B,)``, non-negative integers (image indices or any other counter).
     domain : int

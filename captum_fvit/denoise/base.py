@@ -93,6 +93,11 @@ def denoiser_in_channels(denoiser: object) -> int | None:
 def check_images(x: object, *, name: str = "x_noisy") -> Tensor:
     """Check that ``x`` is an ``N x C x H x W`` floating-point tensor.
 
+    The denoiser-side twin of :func:`captum_fvit.validation.check_image_batch`: the same
+    exception type for the same mistake (a non-tensor or a non-floating dtype is a
+    ``TypeError``, a wrong shape a ``ValueError``), with [0, 1]-pixel advice, and no
+    finiteness scan (the smoothing engine's ``FiniteGuard`` checks what comes back).
+
     Parameters
     ----------
     x : object
@@ -108,25 +113,25 @@ def check_images(x: object, *, name: str = "x_noisy") -> Tensor:
     Raises
     ------
     TypeError
-        If ``x`` is not a tensor.
+        If ``x`` is not a tensor or not floating point.
     ValueError
-        If ``x`` is not 4-D or not floating point.
+        If ``x`` is not 4-D.
     """
     if not isinstance(x, Tensor):
         raise TypeError(
             f"{name} must be a torch.Tensor of shape N x C x H x W, got "
             f"{type(x).__name__}."
         )
+    if not x.is_floating_point():
+        raise TypeError(
+            f"{name} must be a floating-point tensor in [0, 1] pixel units, got "
+            f"dtype {x.dtype}; convert uint8 images with x.float() / 255."
+        )
     if x.dim() != 4:
         raise ValueError(
             f"{name} must be a 4-D batch N x C x H x W in [0, 1] pixel units, "
             f"got shape {tuple(x.shape)}; add a batch dimension with "
             f"{name}.unsqueeze(0) for a single image."
-        )
-    if not x.is_floating_point():
-        raise ValueError(
-            f"{name} must be a floating-point tensor in [0, 1] pixel units, got "
-            f"dtype {x.dtype}; convert uint8 images with x.float() / 255."
         )
     return x
 

@@ -25,7 +25,7 @@ from torch import nn
 
 from ..explain.targets import logits_of
 from ..space import Normalization, resolve_normalization
-from ..validation import check_image_batch
+from ..validation import check_choice, check_count, check_image_batch
 from ._checks import as_map_batch, to_pixel_grid
 
 __all__ = ["PERTURBATION_MODES", "DEFAULT_FRACTIONS", "PerturbationResult", "perturbation_test"]
@@ -89,7 +89,22 @@ def _baseline_pixels(
 
 
 def _check_fractions(fractions: Sequence[float]) -> torch.Tensor:
-    values = torch.as_tensor(list(fractions), dtype=torch.float64)
+    """``fractions`` as float64: a strictly increasing sequence of numbers in [0, 1].
+
+    A non-sequence or non-numbers is a ``TypeError``, wrong values a ``ValueError`` (as in
+    :mod:`captum_fvit.validation`).
+    """
+    try:
+        if isinstance(fractions, (str, bytes)):
+            raise TypeError
+        values = torch.as_tensor(list(fractions), dtype=torch.float64)
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(
+            f"fractions must be a sequence of numbers in [0, 1] (fraction units), e.g. "
+            f"(0, 0.1, ..., 0.9); got {fractions!r}"
+        ) from None
+    if values.dim() != 1:
+        raise ValueError(f"fractions must be a flat sequence of numbers, got shape {tuple(values.shape)}")
     if values.numel() == 0:
         raise ValueError("fractions is empty; give e.g. (0, 0.1, ..., 0.9)")
     if not torch.isfinite(values).all() or (values < 0).any() or (values > 1).any():
@@ -149,10 +164,8 @@ def perturbation_test(
     -------
     PerturbationResult
     """
-    if mode not in PERTURBATION_MODES:
-        raise ValueError(f"mode must be one of {PERTURBATION_MODES}, got {mode!r}")
-    if int(batch_size) < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    check_choice(mode, "mode", PERTURBATION_MODES)
+    batch_size = check_count(batch_size, "batch_size")
     images = check_image_batch(inputs)
     maps = as_map_batch(maps, "maps")
     n, _, height, width = images.shape

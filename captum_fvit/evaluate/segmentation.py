@@ -22,6 +22,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..validation import check_choice
 from ._checks import as_map_batch, to_pixel_grid
 
 __all__ = [
@@ -177,8 +178,7 @@ class SegmentationAccumulator:
         ignore_index: int | None = None,
         ap_mode: str = "foreground",
     ) -> None:
-        if ap_mode not in AP_MODES:
-            raise ValueError(f"ap_mode must be one of {AP_MODES}, got {ap_mode!r}")
+        check_choice(ap_mode, "ap_mode", AP_MODES)
         self.grid = None if grid is None else (int(grid[0]), int(grid[1]))
         self.ignore_index = ignore_index
         self.ap_mode = ap_mode
@@ -261,8 +261,7 @@ def segmentation_counts(
         (``N×2`` float64, background and foreground) and ``ap`` (``N`` float64, NaN where
         undefined).
     """
-    if ap_mode not in AP_MODES:
-        raise ValueError(f"ap_mode must be one of {AP_MODES}, got {ap_mode!r}")
+    check_choice(ap_mode, "ap_mode", AP_MODES)
     maps = as_map_batch(maps, "maps")
     foreground, labelled = _check_masks(masks, maps.shape[0], ignore_index)
     size = tuple(foreground.shape[-2:])

@@ -6,8 +6,10 @@
   folder / ``.safetensors`` file.
 * :func:`load_denoiser` - a diffusers UNet + DDPM scheduler (Hub id or local folder) as a
   :class:`~captum_fvit.denoise.DiffusionDenoiser`.
-* :func:`train_default` (in :mod:`.train`) - the recipe that reproduces the shipped weights;
-  ``captum-fvit train-default`` on the command line.
+
+Training the weights is :mod:`captum_fvit.training` (``captum-fvit train-default`` on the
+command line); ``captum_fvit.models.train_default`` is a deprecated alias of
+:func:`captum_fvit.training.train_default`.
 
 Example::
 
@@ -21,6 +23,7 @@ Example::
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 from .default import DEFAULT_WEIGHTS_DIR, DefaultBundle, load_default
@@ -72,7 +75,12 @@ __all__ = [
 
 
 def train_default(*args: Any, **kwargs: Any) -> dict[str, Any]:
-    """Train and write a default bundle; see :func:`captum_fvit.models.train.train_default`."""
-    from .train import train_default as _train_default
+    """Deprecated alias of :func:`captum_fvit.training.train_default` (removed next release)."""
+    warnings.warn(
+        "captum_fvit.models.train_default is deprecated; use captum_fvit.training.train_default",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    from ..training import train_default as _train_default
 
     return _train_default(*args, **kwargs)

@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..data import SPLIT_SEEDS
-from .denoiser import DEFAULT_SCHEDULER_CONFIG, DEFAULT_UNET_CONFIG
-from .vit import DEFAULT_VIT_ARCHITECTURE, DEFAULT_VIT_KWARGS, VIT_MEAN, VIT_STD
+from ..models.denoiser import DEFAULT_SCHEDULER_CONFIG, DEFAULT_UNET_CONFIG
+from ..models.vit import DEFAULT_VIT_ARCHITECTURE, DEFAULT_VIT_KWARGS, VIT_MEAN, VIT_STD
 
 __all__ = ["DenoiserRecipe", "EvalRecipe", "ViTRecipe", "quick_recipes", "recipe_dict", "warmup_cosine"]
 

@@ -3,7 +3,8 @@
 * :func:`classification_accuracy` - top-1 accuracy of a classifier;
 * :func:`rollout_mass_ratio` - how much of the attention-rollout mass lies on the object,
   relative to the object's share of the image (``> 1``: the map prefers the object);
-* :func:`denoising_psnr` - PSNR of noisy and of denoised images at a pixel noise level σ.
+* :func:`denoising_psnr` - PSNR of noisy and of denoised images at a pixel noise level σ;
+* :func:`evaluate_bundle` - all three on one fresh stream against :data:`QUALITY_BARS`.
 
 All images come from :func:`captum_fvit.data.render_batch` with the given ``seed``; use a
 seed the models were not trained on (training uses ``SPLIT_SEEDS["train"] = 0``).
@@ -21,8 +22,21 @@ from torch import nn
 
 from ..data import render_batch
 from ..space import Normalization, resolve_normalization
+from ..validation import check_count, check_sigma
+from .recipe import EvalRecipe
 
-__all__ = ["classification_accuracy", "denoising_psnr", "psnr", "rollout_mass_ratio"]
+__all__ = [
+    "QUALITY_BARS",
+    "classification_accuracy",
+    "denoising_psnr",
+    "evaluate_bundle",
+    "psnr",
+    "rollout_mass_ratio",
+]
+
+#: What the shipped bundle must reach on fresh images: ViT accuracy, rollout mass ratio
+#: (mass on the object / object's area share) and the one-shot denoiser's PSNR gain at σ = 0.25.
+QUALITY_BARS: dict[str, float] = {"accuracy": 0.95, "rollout_mass_ratio": 1.0, "psnr_gain_db": 6.0}
 
 
 def _chunks(n: int, size: int):
@@ -59,6 +73,8 @@ def classification_accuracy(
     float
         Fraction of correctly classified images, in [0, 1].
     """
+    n = check_count(n, "n")
+    batch_size = check_count(batch_size, "batch_size")
     norm = normalization or resolve_normalization(model)
     was_training = model.training
     model.eval()
@@ -112,6 +128,8 @@ def rollout_mass_ratio(
     """
     from ..attr import AttentionMap
 
+    n = check_count(n, "n")
+    batch_size = check_count(batch_size, "batch_size")
     norm = normalization or resolve_normalization(model)
     explainer = AttentionMap(model, "rollout")
     masses, shares = [], []
@@ -176,6 +194,9 @@ def denoising_psnr(
         ``sigma``, ``noisy_db`` and ``denoised_db`` (mean per-image PSNR, peak 1) and
         ``gain_db = denoised_db − noisy_db``.
     """
+    n = check_count(n, "n")
+    batch_size = check_count(batch_size, "batch_size")
+    sigma = check_sigma(sigma)
     generator = torch.Generator().manual_seed(int(noise_seed))
     noisy_db, denoised_db = [], []
     for idx in _chunks(n, batch_size):
@@ -194,4 +215,47 @@ def denoising_psnr(
         "noisy_db": noisy_mean,
         "denoised_db": denoised_mean,
         "gain_db": denoised_mean - noisy_mean,
+    }
+
+
+def evaluate_bundle(
+    model: nn.Module,
+    denoiser: Any,
+    recipe: EvalRecipe | None = None,
+    *,
+    normalization: Normalization | None = None,
+    image_size: int = 64,
+) -> dict[str, Any]:
+    """Measure the quality bars on a fresh benchmark stream.
+
+    Returns
+    -------
+    dict
+        ``seed``; ``accuracy`` (with ``n``); ``rollout`` (see :func:`rollout_mass_ratio`,
+        with ``n``); ``denoising`` (see :func:`denoising_psnr`, with ``n``); ``bars`` (the
+        thresholds of :data:`QUALITY_BARS`) and ``passed`` (each bar met, and ``all``).
+    """
+    recipe = recipe or EvalRecipe()
+    accuracy = classification_accuracy(
+        model, recipe.seed, recipe.accuracy_images, image_size=image_size, normalization=normalization
+    )
+    rollout = rollout_mass_ratio(
+        model, recipe.seed, recipe.rollout_images, image_size=image_size, normalization=normalization
+    )
+    denoising = denoising_psnr(
+        denoiser, recipe.seed, recipe.psnr_images, recipe.sigma, noise_seed=recipe.noise_seed, image_size=image_size
+    )
+    passed = {
+        "accuracy": accuracy >= QUALITY_BARS["accuracy"],
+        "rollout_mass_ratio": rollout["ratio"] > QUALITY_BARS["rollout_mass_ratio"],
+        "psnr_gain_db": denoising["gain_db"] >= QUALITY_BARS["psnr_gain_db"],
+    }
+    passed["all"] = all(passed.values())
+    return {
+        "seed": recipe.seed,
+        "accuracy": {"value": accuracy, "n": recipe.accuracy_images},
+        "rollout": {**rollout, "n": recipe.rollout_images},
+        "denoising": {**denoising, "n": recipe.psnr_images, "noise_seed": recipe.noise_seed},
+        "bars": dict(QUALITY_BARS),
+        "passed": passed,
     }
