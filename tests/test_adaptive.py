@@ -1,5 +1,6 @@
-"""Differentiable DDS, adaptive attacks, baselines, Monte-Carlo floor, certificate checks and
-the paper preset, against hand-checkable cases.
+"""Differentiable DDS, adaptive attacks, the shared top-k ascent, baselines, Monte-Carlo floor
+and certificate checks, against hand-checkable cases (the paper preset's test lives in
+tests/test_cli.py).
 
 The main toy is a "probit ViT" registered through a custom attention adapter: one attention
 layer whose class-token row over its two patch tokens is ``(Φ(z), 1 − Φ(z))`` with
@@ -300,6 +301,62 @@ def test_adaptive_attacks_beat_transfer_attacks_when_the_surrogate_is_wrong():
     assert flipped(smooth)[1] < 0  # smooth_pgd changed the smoothed class
 
 
+# -- the one label-preserving ascent, by hand ----------------------------------------------
+def _linear_probe(calls):
+    """D(x) = Σ x (gradient 1), label kept while the first pixel stays below 0.555."""
+    from captum_fvit.evaluate.topk_ascent import Probe
+
+    def evaluate(x, step):
+        calls.append(step)
+        return Probe(x.flatten(1).sum(1), torch.ones_like(x), x.flatten(1)[:, 0] < 0.555)
+
+    return evaluate
+
+
+def test_label_preserving_ascent_rejects_and_halves_by_hand():
+    from captum_fvit.evaluate.topk_ascent import label_preserving_ascent
+
+    x = torch.full((1, 1, 1, 4), 0.5, dtype=torch.float64)
+    calls = []
+    # α = 0.04: 0.54 accepted; 0.58 rejected (α → 0.02); 0.56 rejected (α → 0.01); 0.55 accepted.
+    out = label_preserving_ascent(_linear_probe(calls), x, 0.1, "linf", 4, 0.04)
+    assert calls == [0, 1, 2, 3, 4]
+    assert int(out.accepted) == 2 and bool(out.probe.ok.all())
+    torch.testing.assert_close(out.pixels, torch.full_like(x, 0.55))
+    torch.testing.assert_close(out.probe.value, torch.tensor([2.2], dtype=torch.float64))
+    # keep_label=False takes every step, up to the ε-ball (0.6).
+    free = label_preserving_ascent(_linear_probe([]), x, 0.1, "linf", 4, 0.04, keep_label=False)
+    assert int(free.accepted) == 4 and not bool(free.probe.ok.any())
+    torch.testing.assert_close(free.pixels, torch.full_like(x, 0.6))
+
+
+def test_label_preserving_ascent_start_falls_back_to_the_clean_image():
+    from captum_fvit.evaluate.topk_ascent import label_preserving_ascent
+
+    x = torch.full((2, 1, 1, 4), 0.5, dtype=torch.float64)
+    start = torch.tensor([0.09, 0.01], dtype=torch.float64).view(2, 1, 1, 1).expand_as(x)
+    calls = []
+    out = label_preserving_ascent(_linear_probe(calls), x, 0.1, "linf", 0, 0.04, start=start)
+    assert calls == [0, 0]  # the start, then the clean image once (image 0 lost its label)
+    torch.testing.assert_close(out.pixels[0], x[0])
+    torch.testing.assert_close(out.pixels[1], x[1] + 0.01)
+    assert bool(out.probe.ok.all())
+    # keep_best returns the best accepted point, the clean image included.
+    best = label_preserving_ascent(lambda z, _: _decreasing(z), x, 0.1, "linf", 3, 0.04, keep_best=True)
+    last = label_preserving_ascent(lambda z, _: _decreasing(z), x, 0.1, "linf", 3, 0.04)
+    assert best.accepted.tolist() == last.accepted.tolist() == [3, 3]
+    torch.testing.assert_close(best.pixels, x)
+    torch.testing.assert_close(best.probe.value, torch.full((2,), -2.0, dtype=torch.float64))
+    torch.testing.assert_close(last.pixels, torch.full_like(x, 0.6))
+
+
+def _decreasing(z):
+    """D(x) = −Σ x with an ascent direction that raises x (a bad gradient): every step lowers D."""
+    from captum_fvit.evaluate.topk_ascent import Probe
+
+    return Probe(-z.flatten(1).sum(1), torch.ones_like(z), torch.ones(z.shape[0], dtype=torch.bool))
+
+
 # -- certificates checked by attack ----------------------------------------------------------
 def test_certificate_check_finds_no_violation_and_has_teeth():
     from captum_fvit.evaluate.certificate_check import check_certificates
@@ -307,7 +364,7 @@ def test_certificate_check_finds_no_violation_and_has_teeth():
     model = make_toy()
     x = toy_image(model, 1.0, 1.0)
     region = FaithfulRegion(
-        model, None, "raw", k=1, beta=1.0, alpha=0.001, n=2000, smoothing="vote",
+        model, None, "raw", k=1, beta=1.0, alpha=0.001, n_samples=2000, smoothing="vote",
         sigma=SIGMA, n_select=64, input_mean=(0.0,), input_std=(1.0,),
     )
     honest = check_certificates(region, x, seed=0, steps=10, n_eot=16, n_verify=1000)
@@ -395,71 +452,3 @@ def test_smoothgrad_baseline_is_captum_noise_tunnel_in_pixel_sigma():
     noisy = x.repeat_interleave(4, dim=0) + torch.normal(0, 0.2, size=(8, 3, 32, 32))
     reference = AttentionMap(model, "raw").token_map(noisy).view(2, 4, -1).mean(dim=1)
     torch.testing.assert_close(got, reference, rtol=1e-5, atol=1e-7)
-
-
-# -- the paper preset, small -----------------------------------------------------------------
-def test_paper_preset_small_run_streams_rows_resumes_and_writes_the_table(tmp_path):
-    from captum_fvit import AttentionMap
-    from captum_fvit.data import ShapesBenchmark
-    from captum_fvit.evaluate import pgd_attack
-    from captum_fvit.evaluate.paper import ATTACK_NAMES, _attack_seed, run_paper_preset
-
-    model = make_timm_vit(depth=2, num_classes=6)
-    dataset = ShapesBenchmark.from_split("test", 3, image_size=32)
-    options = dict(model=model, denoiser=None, dataset=dataset, n_samples=2, n_eot=1,
-                   adaptive_steps=1, transfer_steps=2, batch_size=2, eps_255=(0, 8), k=4,
-                   n_boot=100, n_adaptive_images=2, progress=False)
-    first = run_paper_preset(tmp_path, 3, resume=False, **options)
-    assert first.units_run == 2 * 5 and first.units_skipped == 0
-    rows = first.rows
-    maps = [r for r in rows if r["kind"] == "map"]
-    # Adaptive attacks on the first 2 images only; every variant of every method otherwise.
-    for attack in ATTACK_NAMES:
-        images = {r["image"] for r in maps if r["attack"] == attack}
-        assert images == ({0, 1} if attack.startswith("adaptive") else {0, 1, 2})
-    assert {r["variant"] for r in maps} == {"vanilla", "smoothgrad", "identity", "dds"}
-    assert all(0 <= r["overlap"] <= 1 for r in maps)
-    assert all("floor" in r and "overlap_indep" in r for r in maps if r["variant"] != "vanilla")
-    # With the identity as "denoiser", DDS and the identity baseline are the same pipeline.
-    pairs = {(r["image"], r["attack"], r["method"], r["variant"]): r for r in maps}
-    for (image, attack, method, variant), row in pairs.items():
-        if variant == "dds":
-            assert row["overlap"] == pairs[(image, attack, method, "identity")]["overlap"]
-    # Independent recomputation of one cell: the vanilla rollout overlap under transfer PGD.
-    batch = dataset.batch([0, 1])
-    normalization = resolve_normalization_of(model)
-    x = normalization.from_pixels(batch["image"])
-    adv = pgd_attack(model, x, batch["label"], 8 / 255, steps=2, normalization=normalization,
-                     seed=_attack_seed(0, 0, 1, 0))
-    explainer = AttentionMap(model, "rollout")
-    a = explainer.token_map(x, target=batch["label"])
-    b = explainer.token_map(adv, target=batch["label"])
-    for i in range(2):
-        expected = len(set(a[i].topk(4).indices.tolist()) & set(b[i].topk(4).indices.tolist())) / 4
-        assert pairs[(i, "transfer_pgd", "rollout", "vanilla")]["overlap"] == expected
-    table = (tmp_path / "paper_table.md").read_text()
-    assert table == first.table
-    for needle in ("Accuracy under attack", "Monte-Carlo floor", "DDS floor", *ATTACK_NAMES, " [0."):
-        assert needle in table
-
-    # Resume: nothing left to do; after a "kill" that lost the last unit and tore a line,
-    # only that unit runs again and the rows come back identical.
-    again = run_paper_preset(tmp_path, 3, resume=True, **options)
-    assert again.units_run == 0 and again.units_skipped == 10
-    path = tmp_path / "rows.jsonl"
-    lines = path.read_text().splitlines(keepends=True)
-    last_unit = max(i for i, line in enumerate(lines) if '"kind": "unit"' in line)
-    previous_unit = max(i for i, line in enumerate(lines[:last_unit]) if '"kind": "unit"' in line)
-    path.write_text("".join(lines[: previous_unit + 1]) + lines[previous_unit + 1][:20])
-    resumed = run_paper_preset(tmp_path, 3, resume=True, **options)
-    assert resumed.units_run == 1
-    strip = lambda rs: [{k: v for k, v in r.items() if k != "seconds"} for r in rs]  # noqa: E731
-    assert strip(resumed.rows) == strip(first.rows)
-    with pytest.raises(ValueError, match="other settings"):
-        run_paper_preset(tmp_path, 3, resume=True, **(options | {"n_samples": 3}))
-
-
-def resolve_normalization_of(model):
-    from captum_fvit.space import resolve_normalization
-
-    return resolve_normalization(model)

@@ -101,9 +101,10 @@ def test_pgd_with_zero_eps_returns_the_inputs(timm_vit, clean):
     [
         ({"norm": "l1"}, ValueError, r"norm must be one of \('linf', 'l2'\)"),
         ({"eps": -0.1}, ValueError, "eps must be a finite number ≥ 0"),
-        ({"steps": 0}, ValueError, "steps must be at least 1"),
+        ({"steps": 0}, ValueError, "steps must be an integer ≥ 1"),
         ({"steps": 2.5}, TypeError, "steps must be an int"),
         ({"step_size": 0.0}, ValueError, "step_size must be a finite number > 0"),
+        ({"seed": 1.5}, TypeError, "seed must be an int"),
     ],
 )
 def test_pgd_rejects_bad_arguments(timm_vit, clean, kwargs, error, message):
@@ -197,7 +198,7 @@ def test_eot_pgd_explains_a_denoiser_that_cuts_the_gradient(timm_vit, clean):
         eot_pgd_attack(timm_vit, no_grad_denoiser, clean, None, 8 / 255, 0.1, 2, steps=1)
     with pytest.raises(ValueError, match="sigma must be a finite float > 0"):
         eot_pgd_attack(timm_vit, IdentityDenoiser(), clean, None, 8 / 255, 0.0, 2)
-    with pytest.raises(ValueError, match="n_eot must be at least 1"):
+    with pytest.raises(ValueError, match="n_eot must be an integer ≥ 1"):
         eot_pgd_attack(timm_vit, IdentityDenoiser(), clean, None, 8 / 255, 0.1, 0)
 
 
@@ -292,8 +293,11 @@ def test_topk_attack_on_dds_uses_the_transfer_surrogate(timm_vit, clean):
 
 def test_topk_attack_rejects_bad_arguments(timm_vit, clean):
     explainer = AttentionMap(timm_vit, "rollout")
-    with pytest.raises(ValueError, match=r"k must lie in \[1, 16\]"):
-        topk_explanation_attack(explainer.token_map, timm_vit, clean, 17)
+    for k in (16, 17):  # k = P would make the overlap 1 whatever the attack does
+        with pytest.raises(ValueError, match=rf"k={k} must be smaller than the number of patch tokens \(16\)"):
+            topk_explanation_attack(explainer.token_map, timm_vit, clean, k)
+    with pytest.raises(TypeError, match="seed must be an int"):
+        topk_explanation_attack(explainer.token_map, timm_vit, clean, 3, seed=1.5)
     with pytest.raises(ValueError, match="eps must be a finite number ≥ 0"):
         topk_explanation_attack(explainer.token_map, timm_vit, clean, 3, -1.0)
     with pytest.raises(RuntimeError, match="without gradient"):
@@ -305,5 +309,207 @@ def test_topk_attack_rejects_bad_arguments(timm_vit, clean):
             surrogate_map_fn=explainer.token_map,
             steps=1,
         )
-    with pytest.raises(ValueError, match="supports the methods"):
-        AttentionSurrogate(timm_vit, "grad_rollout")
+    with pytest.raises(ValueError, match="unknown explanation method 'saliency'"):
+        AttentionSurrogate(timm_vit, "saliency")
+    with pytest.raises(ValueError, match="bad options for method 'raw'"):
+        AttentionSurrogate(timm_vit, "raw", start_layer=1)
+    with pytest.raises(ValueError, match="out of range"):
+        AttentionSurrogate(timm_vit, "rollout", start_layer=9)
+
+
+# -- the surrogate is the explain methods under keep_graph --------------------------------
+def test_surrogate_equals_attention_map_for_every_method(timm_vit, clean):
+    """Every method of captum_fvit.explain — gradient methods included — gives AttentionMap's
+    map, differentiable in the input; class-specific ones explain the given target."""
+    from captum_fvit.explain import METHODS
+
+    assert {"raw", "rollout", "grad_rollout", "attn_gradcam"} <= set(METHODS)
+    guard = Untouched(timm_vit)
+    target = torch.tensor([1, 0, 3, 2])
+    for name in METHODS:
+        surrogate = AttentionSurrogate(timm_vit, name)
+        assert surrogate.method == name and name in repr(surrogate)
+        x = clean.clone().requires_grad_(True)
+        explainer = AttentionMap(timm_vit, name)
+        for tgt in (None, target):
+            maps = surrogate(x, target=tgt)
+            expected = explainer.token_map(clean, target=tgt)
+            torch.testing.assert_close(maps.detach(), expected, atol=1e-6, rtol=1e-5)
+        (grad,) = torch.autograd.grad(maps[:, 0].sum(), x)
+        assert torch.isfinite(grad).all() and grad.abs().sum() > 0, name
+        # surrogate_like mirrors the explainer's method (grad_rollout is no longer rollout).
+        assert surrogate_like(explainer.token_map, timm_vit).method == name
+    guard.check()
+
+
+@pytest.mark.parametrize("method", ["grad_rollout", "attn_gradcam"])
+def test_gradient_method_surrogate_input_gradient_matches_finite_differences(method):
+    """The input gradient of a gradient method's map (second order: ∂y/∂A taken with its
+    graph) equals a central finite difference of AttentionMap's own map, in float64."""
+    from conftest import make_timm_vit
+
+    model = make_timm_vit(depth=2).double()
+    pixels = 0.1 + 0.8 * torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    x = resolve_normalization(model).from_pixels(pixels)
+    weights = torch.randn(2, 16, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    direction = torch.randn(x.shape, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    target = torch.tensor([2, 4])
+    surrogate = AttentionSurrogate(model, method)
+    leaf = x.clone().requires_grad_(True)
+    (grad,) = torch.autograd.grad((weights * surrogate(leaf, target)).sum(), leaf)
+    explainer = AttentionMap(model, method)
+
+    def objective(inputs):
+        return float((weights * explainer.token_map(inputs, target=target)).sum())
+
+    h = 1e-5
+    numeric = (objective(x + h * direction) - objective(x - h * direction)) / (2 * h)
+    analytic = float((grad * direction).sum())
+    assert abs(analytic) > 1e-6
+    assert abs(numeric - analytic) <= 1e-5 * abs(analytic) + 1e-9
+    # Without the second-order term (∂y/∂A detached) the gradient would be different.
+    first_order = _first_order_gradient(model, method, x, target, weights)
+    assert abs(float((first_order * direction).sum()) - analytic) > 1e-3 * abs(analytic)
+
+
+class _KeepGraph:
+    """A listener keeping each layer's attention with its graph."""
+
+    def __init__(self):
+        self.attentions = {}
+
+    def on_attention(self, layer, probs):
+        self.attentions[layer] = probs
+
+    def on_gradient(self, layer, grad):
+        pass
+
+
+def _first_order_gradient(model, method, x, target, weights):
+    """Reference that treats ∂y/∂A as a constant (what a detached gradient would give)."""
+    from captum_fvit.attention import AttentionRecorder
+    from captum_fvit.explain import make_method
+    from captum_fvit.explain.base import keep_graph, run_on_maps
+
+    listener = _KeepGraph()
+    leaf = x.clone().requires_grad_(True)
+    with keep_graph(), AttentionRecorder(model, listener) as recorder:
+        logits = model(leaf)
+        probs = [listener.attentions[i] for i in sorted(listener.attentions)]
+        grads = torch.autograd.grad(logits.gather(1, target[:, None]).sum(), probs, retain_graph=True)
+        layout = recorder.layout(x.shape[-2:])
+        maps = run_on_maps(make_method(method), probs, layout, [g.detach() for g in grads])
+    return torch.autograd.grad((weights * maps).sum(), leaf)[0]
+
+
+def test_transfer_topk_attack_targets_gradient_methods(timm_vit, clean):
+    """grad_rollout can be a transfer target: its surrogate is grad_rollout itself, the
+    attack keeps the labels and lowers the surrogate's (= the method's) top-k mass."""
+    explainer = AttentionMap(timm_vit, "grad_rollout")
+    result = topk_explanation_attack(explainer.token_map, timm_vit, clean[:2], 3, 32 / 255, steps=4)
+    assert "grad_rollout" in result.surrogate
+    assert result.label_kept.all()
+    top = result.topk_index
+    after = explainer.token_map(result.adversarial)
+    mass = (after / after.sum(dim=1, keepdim=True)).gather(1, top).sum(dim=1)
+    torch.testing.assert_close(result.surrogate_mass_adversarial, mass, atol=1e-5, rtol=0)
+    assert (result.surrogate_mass_adversarial <= result.surrogate_mass_clean + 1e-6).all()
+    assert result.surrogate_mass_adversarial.mean() < result.surrogate_mass_clean.mean()
+
+
+# -- one EOT-PGD, one registry ------------------------------------------------------------
+def _reference_eot_pgd(model, x, labels, eps, sigma, n_eot, steps, seed, stream):
+    """Plain-loop EOT-PGD (identity denoiser, ℓ∞): random start from ATTACK_START_STREAM,
+    step s on noise samples s·m … (s+1)·m − 1 of ``stream``, loss −log of the mean softmax."""
+    from captum_fvit.evaluate._pixels import random_start
+    from captum_fvit.noise import ATTACK_START_STREAM, draw_noise, stream_generator
+
+    norm = resolve_normalization(model)
+    pixels = norm.to_pixels(x)
+    alpha = eps / 5
+    delta = random_start(pixels, eps, "linf", stream_generator(seed, ATTACK_START_STREAM, 0, "cpu"))
+    for step in range(steps):
+        d = delta.clone().requires_grad_(True)
+        noise = draw_noise(seed, step * n_eot, (step + 1) * n_eot, tuple(x.shape[1:]), sigma, stream=stream)
+        losses = []
+        for i in range(x.shape[0]):  # per image, per sample: a plain loop
+            probs = torch.stack(
+                [model(norm.from_pixels((pixels[i] + d[i] + noise[s])[None]))[0].softmax(0) for s in range(n_eot)]
+            ).mean(0)
+            losses.append(-probs[labels[i]].log())
+        (grad,) = torch.autograd.grad(torch.stack(losses).sum(), d)
+        delta = ((pixels + (delta + alpha * grad.sign()).clamp(-eps, eps)).clamp(0, 1) - pixels).detach()
+    return norm.from_pixels(pixels + delta)
+
+
+def test_eot_pgd_and_smooth_pgd_are_one_attack_matching_a_plain_loop():
+    from conftest import make_timm_vit
+
+    from captum_fvit.evaluate import smooth_pgd
+    from captum_fvit.noise import ADAPTIVE_STREAM, EOT_STREAM
+
+    model = make_timm_vit(depth=2).double()
+    pixels = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    x = resolve_normalization(model).from_pixels(pixels)
+    labels = torch.tensor([1, 3])
+    eps, sigma, n_eot, steps, seed = 8 / 255, 0.1, 3, 3, 11
+    eot = eot_pgd_attack(model, IdentityDenoiser(), x, labels, eps, sigma, n_eot, steps=steps, seed=seed)
+    smooth = smooth_pgd(model, None, x, labels, eps, sigma, n_eot, steps=steps, seed=seed, chunk_size=4)
+    ref_eot = _reference_eot_pgd(model, x, labels, eps, sigma, n_eot, steps, seed, EOT_STREAM)
+    ref_smooth = _reference_eot_pgd(model, x, labels, eps, sigma, n_eot, steps, seed, ADAPTIVE_STREAM)
+    torch.testing.assert_close(eot, ref_eot, atol=1e-9, rtol=0)
+    torch.testing.assert_close(smooth, ref_smooth, atol=1e-9, rtol=0)
+    assert not torch.equal(eot, smooth)  # different noise streams, same attack
+
+
+def test_eot_pgd_default_labels_are_the_soft_smoothed_prediction(timm_vit, clean):
+    """Without labels, eot_pgd_attack attacks argmax of the mean softmax on n_eot samples of
+    EOT_LABEL_STREAM: passing those labels explicitly gives the same result."""
+    from captum_fvit.evaluate import DifferentiableDDS
+    from captum_fvit.noise import EOT_LABEL_STREAM
+
+    sigma, n_eot = 0.1, 3
+    pixels = _to_pixels(timm_vit, clean)
+    dds = DifferentiableDDS(timm_vit, None, "raw", sigma)
+    soft = dds.estimate(pixels, n_eot, 4, stream=EOT_LABEL_STREAM).mean_softmax.argmax(1)
+    run = lambda labels: eot_pgd_attack(  # noqa: E731
+        timm_vit, IdentityDenoiser(), clean, labels, 4 / 255, sigma, n_eot, steps=1, seed=4
+    )
+    assert torch.equal(run(None), run(soft))
+
+
+def test_registry_says_the_threat_and_runs_the_adaptive_attacks(timm_vit, clean):
+    from captum_fvit.evaluate import smooth_pgd
+    from captum_fvit.evaluate.attacks import ATTACKS, THREATS, AttackContext, register_attack
+
+    threats = {name: spec.threat for name, spec in ATTACKS.items()}
+    assert set(threats.values()) <= set(THREATS)
+    assert threats["pgd"] == threats["topk"] == "transfer"
+    assert threats["eot_pgd"] == threats["smooth_pgd"] == threats["adaptive_topk"] == "adaptive"
+    assert ATTACKS["adaptive_topk"].explanation and not ATTACKS["smooth_pgd"].explanation
+    with pytest.raises(ValueError, match="threat must be one of"):
+        register_attack("x", ATTACKS["pgd"].fn, norms=("linf",), threat="white-box")
+    assert "x" not in ATTACKS
+    # The registry's smooth_pgd is smooth_pgd (same attack, same seed, same result).
+    norm = resolve_normalization(timm_vit)
+    pixels = norm.to_pixels(clean[:2]).clamp(0, 1)
+    labels = torch.tensor([0, 1])
+    context = AttackContext(timm_vit, norm, sigma=0.1, n_eot=2, chunk_size=3)
+    out = ATTACKS["smooth_pgd"].fn(context, pixels, labels, 4 / 255, norm="l2", steps=2, seed=3)
+    direct = smooth_pgd(timm_vit, None, clean[:2], labels, 4 / 255, 0.1, 2, norm="l2", steps=2, seed=3)
+    torch.testing.assert_close(out, norm.to_pixels(direct).clamp(0, 1), atol=1e-6, rtol=0)
+    # adaptive_topk takes the method under attack from the context (or from map_fn).
+    assert AttackContext(timm_vit, norm).method_name() == "rollout"
+    assert AttackContext(timm_vit, norm, map_fn=AttentionMap(timm_vit, "raw").token_map).method_name() == "raw"
+    assert AttackContext(timm_vit, norm, method="grad_rollout").differentiable_dds().class_specific
+
+
+def test_old_api_names_stay_importable():
+    from captum_fvit import noise
+    from captum_fvit.evaluate import adaptive, attacks
+
+    assert (attacks.EOT_STREAM, attacks.EOT_LABEL_STREAM) == (noise.EOT_STREAM, noise.EOT_LABEL_STREAM)
+    assert (adaptive.ADAPTIVE_STREAM, adaptive.ADAPTIVE_LABEL_STREAM) == (
+        noise.ADAPTIVE_STREAM, noise.ADAPTIVE_LABEL_STREAM,
+    )
+    assert not hasattr(attacks, "smoothed_probabilities")

@@ -1,4 +1,4 @@
-"""Pixel-space machinery shared by the attacks: ε-balls, projections, random starts.
+"""Pixel-space machinery shared by the attacks: ε-balls, projections, random starts, steps.
 
 Perturbations ``δ`` live in **[0, 1] pixel units** of the image as passed in; the attacked
 image ``x + δ`` is kept in ``[0, 1]`` and converted back to the model's normalisation only for
@@ -7,12 +7,24 @@ the forward pass.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
-from ..noise import random_seed
+from ..noise import ATTACK_START_STREAM, random_seed, stream_generator
 from ..space import Normalization
+from ..validation import check_positive
 
-__all__ = ["clean_pixels", "make_generator", "project", "random_start", "ascent_step"]
+__all__ = [
+    "ascent_step",
+    "clean_pixels",
+    "project",
+    "projected_ascent",
+    "random_start",
+    "seeded_start",
+    "start_generator",
+    "resolve_step",
+]
 
 #: How far outside [0, 1] converted pixels may lie before the inputs are rejected.
 PIXEL_TOLERANCE = 1e-3
@@ -33,11 +45,24 @@ def clean_pixels(inputs: torch.Tensor, normalization: Normalization) -> torch.Te
     return pixels.clamp(0, 1)
 
 
-def make_generator(seed: int | None, device: torch.device) -> torch.Generator:
-    """A generator on ``device`` seeded with ``seed`` (a fresh seed from torch when ``None``)."""
-    generator = torch.Generator(device=device)
-    generator.manual_seed(random_seed() if seed is None else int(seed))
-    return generator
+def start_generator(seed: int | None, device: torch.device) -> torch.Generator:
+    """The generator of an attack's random start: stream
+    :data:`~captum_fvit.noise.ATTACK_START_STREAM` of ``seed`` (a fresh seed when ``None``)."""
+    seed = random_seed() if seed is None else int(seed)
+    return stream_generator(seed, ATTACK_START_STREAM, 0, device)
+
+
+def seeded_start(pixels: torch.Tensor, eps: float, norm: str, seed: int | None) -> torch.Tensor:
+    """:func:`random_start` drawn from :func:`start_generator` ``(seed)``."""
+    return random_start(pixels, eps, norm, start_generator(seed, pixels.device))
+
+
+def resolve_step(step_size: float | None, eps: float) -> float:
+    """The ascent step in **[0, 1] pixel units**: ``step_size``, or ``eps / 5`` when ``None``
+    (the paper's published code)."""
+    if step_size is None:
+        return eps / 5
+    return check_positive(step_size, "step_size", " (pixel units)")
 
 
 def _flat_norm(delta: torch.Tensor) -> torch.Tensor:
@@ -81,3 +106,29 @@ def ascent_step(grad: torch.Tensor, step_size: float | torch.Tensor, norm: str) 
     if norm == "linf":
         return step_size * grad.sign()
     return step_size * grad / _flat_norm(grad).clamp(min=1e-12)
+
+
+def projected_ascent(
+    gradient: Callable[[torch.Tensor, int], torch.Tensor],
+    pixels: torch.Tensor,
+    eps: float,
+    norm: str,
+    steps: int,
+    alpha: float,
+    start: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Projected gradient ascent (PGD) in pixel space: the one loop of every PGD attack.
+
+    ``gradient(x_pixels, step) -> N×C×H×W`` is the ascent direction at ``x`` (the plain
+    model's cross-entropy gradient for transfer PGD, an EOT estimate through the defence for
+    EOT-PGD; ``step = 0 .. steps-1``); ``eps`` (0 returns a copy of ``pixels``) and ``alpha``
+    are in **[0, 1] pixel units**; ``start`` is the initial ``δ`` (default 0). Returns the
+    detached adversarial pixels, in [0, 1] and within ``eps`` of ``pixels``.
+    """
+    if eps == 0:
+        return pixels.clone()
+    delta = torch.zeros_like(pixels) if start is None else start
+    for step in range(steps):
+        grad = gradient((pixels + delta).detach(), step)
+        delta = project(delta + ascent_step(grad, alpha, norm), pixels, eps, norm)
+    return (pixels + delta).detach()

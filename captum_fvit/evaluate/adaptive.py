@@ -14,30 +14,35 @@ the plain ViT only).
   on the DDS map: ascend ``−Σ_{i∈T_k} g_i(x')``, the smoothed mass on the clean top-k tokens
   ``T_k = T_k(g(x))``, rejecting steps that change the smoothed classifier's label.
 
-Threat models ℓ∞ and ℓ2, radius ε in **[0, 1] pixel units**, random start, the attacked pixels
-kept in [0, 1]. Inputs and outputs are in the model's normalisation. Step ``s`` uses noise
-samples ``s·m … (s+1)·m − 1`` of stream :data:`ADAPTIVE_STREAM` (seeded by ``seed``), never the
-stream 0 that DDS uses to explain, so the attack does not overfit the evaluation's noise.
+Both are thin layers: :func:`smooth_pgd` is the one EOT-PGD
+(:func:`~captum_fvit.evaluate.eot_pgd.eot_pgd`), :func:`adaptive_topk` the one label-preserving
+ascent (:func:`~captum_fvit.evaluate.topk_ascent.label_preserving_ascent`) that the transfer
+top-k attack runs too. Threat models ℓ∞ and ℓ2, radius ε in **[0, 1] pixel units**, random
+start (stream :data:`~captum_fvit.noise.ATTACK_START_STREAM`), the attacked pixels kept in
+[0, 1]. Inputs and outputs are in the model's normalisation. Step ``s`` uses noise samples
+``s·m … (s+1)·m − 1`` of stream :data:`~captum_fvit.noise.ADAPTIVE_STREAM` (seeded by
+``seed``), never the stream DDS explains with, so the attack does not overfit the
+evaluation's noise.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from ..explain.base import TokenMapMethod
-from ..explain.targets import logits_of
-from ..noise import random_seed
+from ..noise import ADAPTIVE_LABEL_STREAM, ADAPTIVE_STREAM, random_seed
 from ..space import Normalization, resolve_normalization
-from ..validation import check_count, check_image_batch, check_positive, check_seed
-from ..validation import check_eps, check_norm
-from ._pixels import ascent_step, clean_pixels, make_generator, project
-from ._pixels import random_start as random_delta
+from ..validation import check_count, check_eps, check_image_batch, check_k, check_norm, check_seed
+from ._pixels import clean_pixels, resolve_step, seeded_start
 from .differentiable import DifferentiableDDS
+from .eot_pgd import ADAPTIVE_STREAMS, eot_pgd
+from .labels import LabelType, resolve_labels
 from .metrics import topk_indices
+from .topk_ascent import Probe, label_preserving_ascent
 
 __all__ = [
     "ADAPTIVE_STREAM",
@@ -47,33 +52,32 @@ __all__ = [
     "smooth_pgd",
 ]
 
-#: Noise stream of the attack steps' EOT samples.
-ADAPTIVE_STREAM = 11
-#: Noise stream of the samples that fix the attacked label (smooth_pgd without labels).
-ADAPTIVE_LABEL_STREAM = 12
 
-
-def _expand(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return mask.view(-1, *([1] * (like.dim() - 1)))
-
-
-def _labels(labels, n: int, device) -> torch.Tensor:
-    tensor = torch.as_tensor(labels, device=device)
-    if tensor.is_floating_point() or tensor.dtype == torch.bool:
-        raise TypeError(f"labels must be integer class indices, got dtype {tensor.dtype}")
-    tensor = tensor.long().reshape(-1)
-    if tensor.numel() == 1:
-        tensor = tensor.expand(n)
-    if tensor.numel() != n:
-        raise ValueError(f"labels has {tensor.numel()} entries for {n} inputs")
-    return tensor
+def _engine(
+    dds: DifferentiableDDS | None,
+    model: nn.Module,
+    denoiser: Callable | None,
+    method: str | TokenMapMethod,
+    sigma: float,
+    normalization: Normalization | None,
+    chunk_size: int,
+    noise: str,
+) -> DifferentiableDDS:
+    """``dds``, or a :class:`DifferentiableDDS` built from the entry point's arguments."""
+    if dds is not None:
+        return dds
+    normalization = normalization or resolve_normalization(model)
+    return DifferentiableDDS(
+        model, denoiser, method, sigma, normalization=normalization, chunk_size=chunk_size,
+        noise=noise,
+    )  # fmt: skip
 
 
 def smooth_pgd(
     model: nn.Module,
     denoiser: Callable | None,
     inputs: torch.Tensor,
-    labels: torch.Tensor | Sequence[int] | None = None,
+    labels: LabelType = None,
     eps: float = 8 / 255,
     sigma: float = 0.25,
     n_eot: int = 8,
@@ -145,33 +149,14 @@ def smooth_pgd(
     n_eot = check_count(n_eot, "n_eot")
     seed = check_seed(seed)
     seed = random_seed() if seed is None else seed
-    alpha = eps / 5 if step_size is None else check_positive(step_size, "step_size", " (pixel units)")
-    if dds is None:
-        normalization = normalization or resolve_normalization(model)
-        dds = DifferentiableDDS(
-            model, denoiser, "raw", sigma, normalization=normalization,
-            chunk_size=chunk_size, noise=noise,
-        )
-    normalization = dds.normalization
-    pixels = clean_pixels(images, normalization)
-    n = pixels.shape[0]
-    if labels is None:
-        labels = dds.estimate(pixels, n_eot, seed, stream=ADAPTIVE_LABEL_STREAM).predicted
-    labels = _labels(labels, n, pixels.device)
-    if eps == 0:
-        return images.detach().clone()
-    generator = make_generator(seed, pixels.device)
-    delta = random_delta(pixels, eps, norm, generator) if random_start else torch.zeros_like(pixels)
-    with torch.no_grad():
-        classes = logits_of(dds.model(images[:1].detach())).shape[1]
-    weights = -torch.nn.functional.one_hot(labels, classes).to(pixels.dtype)
-    for step in range(steps):
-        estimate = dds.gradient(
-            pixels + delta, n_eot, seed, prob_weights=weights,
-            stream=ADAPTIVE_STREAM, start=step * n_eot,
-        )
-        delta = project(delta + ascent_step(estimate.grad, alpha, norm), pixels, eps, norm)
-    return normalization.from_pixels(pixels + delta).to(images.dtype).detach()
+    alpha = resolve_step(step_size, eps)
+    dds = _engine(dds, model, denoiser, "raw", sigma, normalization, chunk_size, noise)
+    pixels = clean_pixels(images, dds.normalization)
+    adversarial = eot_pgd(
+        dds, pixels, labels, eps, n_eot, norm=norm, steps=steps, alpha=alpha, seed=seed,
+        random_start=random_start, streams=ADAPTIVE_STREAMS, label_rule="vote",
+    )  # fmt: skip
+    return dds.normalization.from_pixels(adversarial).to(images.dtype).detach()
 
 
 @dataclass
@@ -222,7 +207,7 @@ def adaptive_topk(
     step_size: float | None = None,
     random_start: bool = True,
     n_clean: int = 32,
-    labels: torch.Tensor | Sequence[int] | None = None,
+    labels: LabelType = None,
     topk_index: torch.Tensor | None = None,
     keep_label: bool = True,
     normalization: Normalization | None = None,
@@ -269,76 +254,57 @@ def adaptive_topk(
     n_clean = check_count(n_clean, "n_clean")
     seed = check_seed(seed)
     seed = random_seed() if seed is None else seed
-    alpha0 = eps / 5 if step_size is None else check_positive(step_size, "step_size", " (pixel units)")
-    if dds is None:
-        normalization = normalization or resolve_normalization(model)
-        dds = DifferentiableDDS(
-            model, denoiser, method, sigma, normalization=normalization,
-            chunk_size=chunk_size, noise=noise,
-        )
+    alpha = resolve_step(step_size, eps)
+    dds = _engine(dds, model, denoiser, method, sigma, normalization, chunk_size, noise)
     name = next(iter(dds.methods))
-    normalization = dds.normalization
-    pixels = clean_pixels(images, normalization)
+    pixels = clean_pixels(images, dds.normalization)
     n = pixels.shape[0]
-    target = None if labels is None else _labels(labels, n, pixels.device)
+    target = None if labels is None else resolve_labels(labels, n, pixels.device)
     clean = dds.estimate(pixels, n_clean, seed, target=target)
     clean_map = clean.maps[name]
     labels = clean.predicted if target is None else target
-    tokens = clean_map.shape[1]
-    k = check_count(k, "k")
-    if k >= tokens:
-        raise ValueError(f"k={k} must be smaller than the number of patch tokens ({tokens})")
+    k = check_k(k, clean_map.shape[1], what="patch tokens")
     index = topk_indices(clean_map, k) if topk_index is None else topk_index.to(pixels.device)
-    weights = torch.zeros_like(clean_map).scatter_(1, index, -1.0)
-    explained = labels if dds.class_specific else None
-
-    def evaluate(x: torch.Tensor, step: int):
-        est = dds.gradient(
-            x, n_eot, seed, map_weights={name: weights}, target=explained,
-            stream=ADAPTIVE_STREAM, start=step * n_eot,
-        )
-        mass = est.maps[name].gather(1, index).sum(dim=1)
-        ok = est.mean_softmax.argmax(dim=1) == labels
-        return est.grad, mass, ok
-
-    x = pixels
-    if random_start and eps > 0:
-        x = pixels + random_delta(pixels, eps, norm, make_generator(seed, pixels.device))
-    grad, mass, ok = evaluate(x, 0)
-    if keep_label and random_start and eps > 0:
-        # A random start that changes the label is replaced by the clean image.
-        wide = _expand(ok, pixels)
-        if not bool(ok.all()):
-            grad_c, mass_c, ok_c = evaluate(pixels, 0)
-            x = torch.where(wide, x, pixels)
-            grad = torch.where(wide, grad, grad_c)
-            mass = torch.where(ok, mass, mass_c)
-            ok = torch.where(ok, ok, ok_c)
-    mass_clean = clean_map.gather(1, index).sum(dim=1)
-    label_kept = ok.clone()
-    alpha = torch.full((n,), alpha0, dtype=pixels.dtype, device=pixels.device)
-    accepted = torch.zeros(n, dtype=torch.long, device=pixels.device)
-    if eps > 0:
-        for step in range(1, steps + 1):
-            delta = project(x - pixels + ascent_step(grad, alpha, norm), pixels, eps, norm)
-            candidate = pixels + delta
-            cand_grad, cand_mass, cand_ok = evaluate(candidate, step)
-            take = cand_ok if keep_label else torch.ones_like(cand_ok)
-            wide = _expand(take, pixels)
-            x = torch.where(wide, candidate, x)
-            grad = torch.where(wide, cand_grad, grad)
-            mass = torch.where(take, cand_mass, mass)
-            label_kept = torch.where(take, cand_ok, label_kept)
-            alpha = torch.where(take, alpha, alpha / 2)
-            accepted += take.long()
-    adversarial = normalization.from_pixels(x).to(images.dtype).detach()
+    evaluate = _map_probe(dds, name, index, clean_map.shape[1], clean_map.dtype, labels, n_eot, seed)
+    start = seeded_start(pixels, eps, norm, seed) if random_start and eps > 0 else None
+    ascent = label_preserving_ascent(
+        evaluate, pixels, eps, norm, steps, alpha, start=start, keep_label=keep_label
+    )
     return AdaptiveTopKResult(
-        adversarial=adversarial,
+        adversarial=dds.normalization.from_pixels(ascent.pixels).to(images.dtype).detach(),
         labels=labels,
         topk_index=index,
         clean_map=clean_map,
-        mass_clean=mass_clean,
-        mass_adversarial=mass,
-        label_kept=label_kept,
-        accepted_steps=accepted,
+        mass_clean=clean_map.gather(1, index).sum(dim=1),
+        mass_adversarial=-ascent.probe.value,
+        label_kept=ascent.probe.ok,
+        accepted_steps=ascent.accepted,
     )
+
+
+def _map_probe(
+    dds: DifferentiableDDS,
+    name: str,
+    index: torch.Tensor,
+    tokens: int,
+    dtype: torch.dtype,
+    labels: torch.Tensor,
+    n_eot: int,
+    seed: int,
+) -> Callable[[torch.Tensor, int], Probe]:
+    """The adaptive top-k probe: ``D = −`` the EOT mass of the DDS map on ``index``, its EOT
+    gradient, and whether the EOT smoothed label is ``labels`` (all from step ``s``'s
+    samples ``s·m … (s+1)·m − 1`` of :data:`ADAPTIVE_STREAM`)."""
+    weights = torch.zeros(index.shape[0], tokens, dtype=dtype, device=index.device)
+    weights.scatter_(1, index, -1.0)
+    explained = labels if dds.class_specific else None
+
+    def evaluate(x: torch.Tensor, step: int) -> Probe:
+        estimate = dds.gradient(
+            x, n_eot, seed, map_weights={name: weights}, target=explained,
+            stream=ADAPTIVE_STREAM, start=step * n_eot,
+        )  # fmt: skip
+        mass = estimate.maps[name].gather(1, index).sum(dim=1)
+        return Probe(-mass, estimate.grad, estimate.mean_softmax.argmax(dim=1) == labels)
+
+    return evaluate

@@ -5,16 +5,24 @@
   10 steps, random start, untargeted cross-entropy on the given (default: predicted) labels.
 * :func:`eot_pgd_attack` — the adaptive attack on the *smoothed* classifier (Salman et al.
   2019, SmoothAdv): each step maximises the cross-entropy of the softmax averaged over
-  ``n_eot`` noise + denoise samples (expectation over transformation).
+  ``n_eot`` noise + denoise samples (expectation over transformation), the one EOT-PGD of
+  :mod:`captum_fvit.evaluate.eot_pgd` (as :func:`~captum_fvit.evaluate.adaptive.smooth_pgd`).
 * :func:`~captum_fvit.evaluate.explanation_attack.topk_explanation_attack` — Ghorbani et
   al. (2019)'s label-preserving top-k attack on the explanation (re-exported here).
+
+All attacks, transfer and adaptive, are in one registry (:data:`ATTACKS`,
+:func:`register_attack`, :func:`get_attack`) with one signature (:class:`Attack`); each
+:class:`AttackSpec` says its ``threat`` (``"transfer"``: gradients of the plain model or a
+surrogate; ``"adaptive"``: gradients through the defence), which every robustness figure
+reports.
 
 Every attack takes inputs in the model's normalisation and returns the adversarial inputs in
 the same normalisation. The perturbation ``δ`` is bounded in **[0, 1] pixel units** and the
 attacked pixels stay in ``[0, 1]``. Gradients are taken with ``torch.autograd.grad`` with
 respect to ``δ`` only: the model's parameters, their ``.grad`` fields, its mode and its hooks
 are never touched. Randomness (random start, noise, the denoiser's generator) comes from
-``seed``: the same seed gives the same result bit for bit on the same device.
+``seed`` through the streams of :mod:`captum_fvit.noise`: the same seed gives the same result
+bit for bit on the same device.
 """
 
 from __future__ import annotations
@@ -28,17 +36,30 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..denoise.base import check_sigma
 from ..explain.targets import logits_of
-from ..noise import NOISE_KINDS, block_seed, draw_noise, random_seed
+from ..noise import EOT_LABEL_STREAM, EOT_STREAM, random_seed
 from ..space import Normalization, resolve_normalization
-from ..validation import check_image_batch, check_positive
-from ..validation import NORMS, check_eps, check_norm, check_steps
-from ._pixels import ascent_step, clean_pixels, make_generator, project, random_start
+from ..validation import (
+    NORMS,
+    check_choice,
+    check_eps,
+    check_image_batch,
+    check_norm,
+    check_seed,
+    check_sigma,
+    check_steps,
+)
+from ._pixels import clean_pixels, projected_ascent, resolve_step, seeded_start
+from .adaptive import adaptive_topk
+from .differentiable import DifferentiableDDS
+from .eot_pgd import ADAPTIVE_STREAMS, EOT_STREAMS, eot_pgd
 from .explanation_attack import ExplanationAttackResult, topk_explanation_attack
+from .labels import LabelType, resolve_labels
+from .surrogate import AttentionSurrogate, explained_method, surrogate_like
 
 __all__ = [
     "ATTACKS",
+    "THREATS",
     "Attack",
     "AttackContext",
     "AttackSpec",
@@ -50,57 +71,12 @@ __all__ = [
     "topk_explanation_attack",
 ]
 
-#: Noise streams of EOT-PGD (independent of DDS's streams 0 and 1).
-EOT_STREAM = 7
-EOT_LABEL_STREAM = 8
+#: Noise streams of EOT-PGD (re-exported from :mod:`captum_fvit.noise`).
+__all__ += ["EOT_STREAM", "EOT_LABEL_STREAM"]
 
-LabelType = torch.Tensor | Sequence[int] | None
-
-
-def _resolve_labels(
-    labels: LabelType, n: int, predict: Callable[[], torch.Tensor], device
-) -> torch.Tensor:
-    if labels is None:
-        with torch.no_grad():
-            return predict().argmax(dim=1)
-    tensor = torch.as_tensor(labels, device=device)
-    if tensor.is_floating_point() or tensor.dtype == torch.bool:
-        raise TypeError(f"labels must be integer class indices, got dtype {tensor.dtype}")
-    tensor = tensor.long().reshape(-1)
-    if tensor.numel() == 1:
-        tensor = tensor.expand(n)
-    if tensor.numel() != n:
-        raise ValueError(f"labels has {tensor.numel()} entries for {n} inputs")
-    return tensor
-
-
-def _step_size(step_size: float | None, eps: float) -> float:
-    if step_size is None:
-        return eps / 5
-    return check_positive(step_size, "step_size", " (pixel units)")
-
-
-def _run_pgd(
-    loss_fn: Callable[[torch.Tensor, int], torch.Tensor],
-    pixels: torch.Tensor,
-    eps: float,
-    norm: str,
-    steps: int,
-    step_size: float,
-    start: bool,
-    generator: torch.Generator,
-) -> torch.Tensor:
-    """Projected gradient ascent on ``loss_fn(x_pixels, step)`` (a sum over the batch)."""
-    if eps == 0:
-        return pixels.clone()
-    delta = random_start(pixels, eps, norm, generator) if start else torch.zeros_like(pixels)
-    for step in range(steps):
-        delta = delta.detach().requires_grad_(True)
-        with torch.enable_grad():
-            loss = loss_fn(pixels + delta, step)
-            (grad,) = torch.autograd.grad(loss, delta)
-        delta = project(delta.detach() + ascent_step(grad, step_size, norm), pixels, eps, norm)
-    return (pixels + delta).detach()
+#: What an attack knows of the defence: ``"transfer"`` (gradients of the plain model or a
+#: surrogate, transferred to the defended pipeline) or ``"adaptive"`` (gradients through it).
+THREATS = ("transfer", "adaptive")
 
 
 def pgd_attack(
@@ -156,57 +132,25 @@ def pgd_attack(
     norm = check_norm(norm)
     eps = check_eps(eps)
     steps = check_steps(steps)
-    alpha = _step_size(step_size, eps)
+    alpha = resolve_step(step_size, eps)
+    seed = check_seed(seed)
     normalization = normalization if normalization is not None else resolve_normalization(model)
     pixels = clean_pixels(images, normalization)
-    target = _resolve_labels(
-        labels, images.shape[0], lambda: logits_of(model(images.detach())), images.device
-    )
+    target = resolve_labels(
+        labels, images.shape[0], images.device,
+        lambda: logits_of(model(images.detach())).argmax(dim=1),
+    )  # fmt: skip
 
-    def loss_fn(x: torch.Tensor, _step: int) -> torch.Tensor:
-        logits = logits_of(model(normalization.from_pixels(x)))
-        return F.cross_entropy(logits, target, reduction="sum")
+    def gradient(x: torch.Tensor, _step: int) -> torch.Tensor:
+        x = x.requires_grad_(True)
+        with torch.enable_grad():
+            logits = logits_of(model(normalization.from_pixels(x)))
+            loss = F.cross_entropy(logits, target, reduction="sum")
+            return torch.autograd.grad(loss, x)[0]
 
-    generator = make_generator(seed, images.device)
-    adversarial = _run_pgd(loss_fn, pixels, eps, norm, steps, alpha, random_start, generator)
+    start = seeded_start(pixels, eps, norm, seed) if random_start and eps > 0 else None
+    adversarial = projected_ascent(gradient, pixels, eps, norm, steps, alpha, start)
     return normalization.from_pixels(adversarial).to(images.dtype)
-
-
-def smoothed_probabilities(
-    model: nn.Module,
-    denoiser: Callable,
-    pixels: torch.Tensor,
-    sigma: float,
-    noise: torch.Tensor,
-    generator: torch.Generator,
-    normalization: Normalization,
-) -> torch.Tensor:
-    """``N×K`` softmax averaged over the noise samples ``noise`` (``S×C×H×W``, pixel units).
-
-    Every image gets the same ``S`` noise draws; the result carries the autograd graph of
-    ``pixels`` when the denoiser is differentiable.
-    """
-    n_samples, n = noise.shape[0], pixels.shape[0]
-    noisy = (pixels.unsqueeze(0) + noise.unsqueeze(1)).reshape(n_samples * n, *pixels.shape[1:])
-    denoised = denoiser(noisy, sigma, generator)
-    if denoised.shape != noisy.shape:
-        raise ValueError(
-            f"the denoiser returned shape {tuple(denoised.shape)} for inputs of shape "
-            f"{tuple(noisy.shape)}; a denoiser must return images of the input's size"
-        )
-    if torch.is_grad_enabled() and pixels.requires_grad and not denoised.requires_grad:
-        raise RuntimeError(
-            "the denoiser cut the gradient (its output does not require grad), so EOT-PGD "
-            "cannot attack through it: build a DiffusionDenoiser with differentiable=True, "
-            "or use a denoiser that runs with autograd"
-        )
-    logits = logits_of(model(normalization.from_pixels(denoised.to(pixels.dtype))))
-    probs = (
-        logits.float().softmax(dim=1)
-        if logits.dtype in (torch.float16, torch.bfloat16)
-        else logits.softmax(dim=1)
-    )
-    return probs.view(n_samples, n, -1).mean(dim=0)
 
 
 def eot_pgd_attack(
@@ -240,7 +184,9 @@ def eot_pgd_attack(
     denoiser : callable
         ``denoiser(x_noisy_pixels, sigma, generator)`` in [0, 1] pixel units. It must let
         gradients through: :class:`~captum_fvit.denoise.IdentityDenoiser` does; build a
-        :class:`~captum_fvit.denoise.DiffusionDenoiser` with ``differentiable=True``.
+        :class:`~captum_fvit.denoise.DiffusionDenoiser` with ``differentiable=True`` (this
+        entry point refuses one built without; :func:`~captum_fvit.evaluate.adaptive.
+        smooth_pgd` differentiates a twin of it instead).
     inputs : Tensor
         ``N×C×H×W`` images in the model's normalisation (pixels in [0, 1]).
     labels : Tensor or sequence of int, optional
@@ -252,7 +198,7 @@ def eot_pgd_attack(
     sigma : float, default 0.25
         Noise std in **[0, 1] pixel units** (that of the smoothed classifier under attack).
     n_eot : int, default 8
-        Noise samples per step (all ``n_eot × N`` go through the denoiser in one batch).
+        Noise samples per step (through the denoiser in chunks of 32 images).
     norm, steps, step_size, random_start, normalization, seed
         As in :func:`pgd_attack`.
     noise : {"gaussian", "laplace", "uniform"}, default "gaussian"
@@ -262,6 +208,14 @@ def eot_pgd_attack(
     -------
     Tensor
         ``N×C×H×W`` adversarial inputs in the model's normalisation.
+
+    Notes
+    -----
+    The same attack as :func:`~captum_fvit.evaluate.adaptive.smooth_pgd`
+    (:func:`~captum_fvit.evaluate.eot_pgd.eot_pgd` on a
+    :class:`~captum_fvit.evaluate.differentiable.DifferentiableDDS`), with the noise streams
+    :data:`~captum_fvit.noise.EOT_STREAM` / :data:`~captum_fvit.noise.EOT_LABEL_STREAM` and
+    soft default labels.
     """
     if not callable(denoiser):
         raise TypeError(
@@ -274,46 +228,44 @@ def eot_pgd_attack(
     steps = check_steps(steps)
     n_eot = check_steps(n_eot, "n_eot")
     sigma = check_sigma(sigma)
-    if noise not in NOISE_KINDS:
-        raise ValueError(f"noise must be one of {NOISE_KINDS}, got {noise!r}")
-    alpha = _step_size(step_size, eps)
+    alpha = resolve_step(step_size, eps)
+    seed = check_seed(seed)
+    seed = random_seed() if seed is None else seed
     normalization = normalization if normalization is not None else resolve_normalization(model)
     pixels = clean_pixels(images, normalization)
-    seed = random_seed() if seed is None else int(seed)
-    device = images.device
-    shape = tuple(images.shape[1:])
-
-    def samples(step: int, stream: int) -> tuple[torch.Tensor, torch.Tensor]:
-        draws = draw_noise(
-            seed,
-            step * n_eot,
-            (step + 1) * n_eot,
-            shape,
-            sigma,
-            device=device,
-            kind=noise,
-            stream=stream,
-        ).to(images.dtype)
-        generator = torch.Generator(device=device)
-        generator.manual_seed(block_seed(seed, step, stream=1_000 + stream))
-        return draws, generator
-
-    def predict() -> torch.Tensor:
-        draws, generator = samples(0, EOT_LABEL_STREAM)
-        return smoothed_probabilities(
-            model, denoiser, pixels, sigma, draws, generator, normalization
-        )
-
-    target = _resolve_labels(labels, images.shape[0], predict, device)
-
-    def loss_fn(x: torch.Tensor, step: int) -> torch.Tensor:
-        draws, generator = samples(step, EOT_STREAM)
-        probs = smoothed_probabilities(model, denoiser, x, sigma, draws, generator, normalization)
-        return F.nll_loss(probs.clamp(min=1e-12).log(), target, reduction="sum")
-
-    generator = make_generator(seed, device)
-    adversarial = _run_pgd(loss_fn, pixels, eps, norm, steps, alpha, random_start, generator)
+    dds = DifferentiableDDS(
+        model, _GradientChecked(denoiser), "raw", sigma, normalization=normalization, noise=noise
+    )
+    adversarial = eot_pgd(
+        dds, pixels, labels, eps, n_eot, norm=norm, steps=steps, alpha=alpha, seed=seed,
+        random_start=random_start, streams=EOT_STREAMS, label_rule="softmax",
+    )  # fmt: skip
     return normalization.from_pixels(adversarial).to(images.dtype)
+
+
+_CUT_GRADIENT = (
+    "the denoiser cut the gradient (its output does not require grad), so EOT-PGD cannot "
+    "attack through it: build a DiffusionDenoiser with differentiable=True, or use a denoiser "
+    "that runs with autograd"
+)
+
+
+class _GradientChecked:
+    """:func:`eot_pgd_attack`'s denoiser contract: gradients must pass (no silent twin)."""
+
+    def __init__(self, denoiser: Callable) -> None:
+        if getattr(denoiser, "differentiable", True) is False:
+            raise RuntimeError(_CUT_GRADIENT)
+        self.denoiser = denoiser
+
+    def __getattr__(self, name: str):  # accepts_sample_noise, ...: the denoiser's own
+        return getattr(self.__dict__["denoiser"], name)
+
+    def __call__(self, noisy: torch.Tensor, sigma: float, generator) -> torch.Tensor:
+        denoised = self.denoiser(noisy, sigma, generator)
+        if noisy.requires_grad and isinstance(denoised, torch.Tensor) and not denoised.requires_grad:
+            raise RuntimeError(_CUT_GRADIENT)
+        return denoised
 
 
 @dataclass(frozen=True)
@@ -328,6 +280,8 @@ class AttackContext:
         The model's input normalisation.
     denoiser : callable, optional
         The DDS denoiser ``denoiser(x_noisy_pixels, sigma, generator)`` (``None`` = identity).
+        Adaptive attacks differentiate through it (a ``DiffusionDenoiser`` via a twin with
+        ``differentiable=True``; the object itself is not changed).
     sigma : float
         DDS noise std in **[0, 1] pixel units**.
     map_fn : callable, optional
@@ -336,7 +290,20 @@ class AttackContext:
     k : int
         Top-k size of explanation attacks.
     n_eot : int
-        Noise samples per step of attacks on the smoothed classifier.
+        Noise samples per step of attacks on the smoothed classifier (EOT).
+    method : str, optional
+        Name of the explanation method under attack (a key of
+        :data:`captum_fvit.explain.METHODS`): the surrogate of the transfer top-k attack and
+        the DDS map of the adaptive top-k attack. ``None``: the method of ``map_fn``'s
+        explainer when it is a bound ``token_map``, else ``"rollout"``.
+    chunk_size : int
+        Images per chunk through denoiser and ViT in the adaptive attacks' differentiable
+        DDS (peak memory is one chunk's forward and backward).
+    noise : {"gaussian", "laplace", "uniform"}
+        Noise distribution of the defence (std σ), used by the adaptive attacks.
+    n_clean : int
+        Noise samples of the clean DDS map that fixes the adaptive top-k target set ``T_k``
+        (stream :data:`~captum_fvit.noise.ESTIMATION_STREAM`, as DDS explains).
     """
 
     model: nn.Module
@@ -346,10 +313,28 @@ class AttackContext:
     map_fn: Callable[[torch.Tensor], torch.Tensor] | None = None
     k: int = 10
     n_eot: int = 8
+    method: str | None = None
+    chunk_size: int = 32
+    noise: str = "gaussian"
+    n_clean: int = 32
 
     def model_fn(self, pixels: torch.Tensor) -> torch.Tensor:
         """``N×K`` logits of the plain model on ``pixels`` in [0, 1] (differentiable)."""
         return logits_of(self.model(self.normalization.from_pixels(pixels)))
+
+    def method_name(self) -> str:
+        """The explanation method under attack (see :attr:`method`)."""
+        if self.method is not None:
+            return self.method
+        method = explained_method(self.map_fn)
+        return method.name if method is not None else "rollout"
+
+    def differentiable_dds(self, method: str | None = None) -> DifferentiableDDS:
+        """The defence as a :class:`DifferentiableDDS` (``method`` default :meth:`method_name`)."""
+        return DifferentiableDDS(
+            self.model, self.denoiser, method or self.method_name(), self.sigma,
+            normalization=self.normalization, chunk_size=self.chunk_size, noise=self.noise,
+        )  # fmt: skip
 
 
 class Attack(Protocol):
@@ -384,48 +369,73 @@ class AttackSpec:
     norms : tuple of str
         Threat models it supports (validated before anything runs).
     explanation : bool
-        ``True``: it attacks one explanation (``context.map_fn``), so the runner calls it once
-        per method and variant; ``False``: it attacks the prediction, once per batch and ε.
+        ``True``: it attacks one explanation (``context.map_fn`` / ``context.method``), so the
+        runner calls it once per method and variant; ``False``: it attacks the prediction,
+        once per batch and ε.
     description : str
         One line for reports and ``--help``.
+    threat : {"transfer", "adaptive"}
+        What the attack knows of the defence (:data:`THREATS`); every robustness figure
+        says which.
     """
 
     fn: Attack
     norms: tuple[str, ...]
     explanation: bool = False
     description: str = ""
+    threat: str = "transfer"
+
+
+def _model_space(context: AttackContext, attack: Callable[..., torch.Tensor], pixels, *args, **kw):
+    """Run a model-space attack on ``pixels`` and return its result in [0, 1] pixels."""
+    adversarial = attack(context.normalization.from_pixels(pixels), *args, **kw)
+    return context.normalization.to_pixels(adversarial).clamp(0, 1)
 
 
 def _pgd(context, pixels, labels, eps, *, norm, steps, seed):
-    x = context.normalization.from_pixels(pixels)
-    adversarial = pgd_attack(
-        context.model, x, labels, eps, norm=norm, steps=steps,
-        normalization=context.normalization, seed=seed,
+    return _model_space(
+        context, lambda x: pgd_attack(
+            context.model, x, labels, eps, norm=norm, steps=steps,
+            normalization=context.normalization, seed=seed,
+        ), pixels,
     )  # fmt: skip
-    return context.normalization.to_pixels(adversarial).clamp(0, 1)
 
 
-def _eot_pgd(context, pixels, labels, eps, *, norm, steps, seed):
-    from ..denoise import IdentityDenoiser
+def _eot(streams, label_rule):
+    def attack(context, pixels, labels, eps, *, norm, steps, seed):
+        return eot_pgd(
+            context.differentiable_dds("raw"), pixels, labels, eps, context.n_eot, norm=norm,
+            steps=steps, alpha=resolve_step(None, eps), seed=seed, streams=streams, label_rule=label_rule,
+        ).clamp(0, 1)  # fmt: skip
 
-    denoiser = context.denoiser if context.denoiser is not None else IdentityDenoiser()
-    x = context.normalization.from_pixels(pixels)
-    adversarial = eot_pgd_attack(
-        context.model, denoiser, x, labels, eps, context.sigma, context.n_eot, norm=norm,
-        steps=steps, normalization=context.normalization, seed=seed,
-    )  # fmt: skip
-    return context.normalization.to_pixels(adversarial).clamp(0, 1)
+    return attack
 
 
 def _topk(context, pixels, labels, eps, *, norm, steps, seed):
     if context.map_fn is None:
         raise ValueError("the top-k attack needs the explanation under attack (context.map_fn)")
-    x = context.normalization.from_pixels(pixels)
-    result = topk_explanation_attack(
-        context.map_fn, context.model, x, context.k, eps, steps=steps,
-        normalization=context.normalization, seed=seed,
+    surrogate = (
+        surrogate_like(context.map_fn, context.model)
+        if context.method is None
+        else AttentionSurrogate(context.model, context.method)
+    )
+    return _model_space(
+        context, lambda x: topk_explanation_attack(
+            context.map_fn, context.model, x, context.k, eps, steps=steps,
+            surrogate_map_fn=surrogate, normalization=context.normalization, seed=seed,
+        ).adversarial, pixels,
     )  # fmt: skip
-    return context.normalization.to_pixels(result.adversarial).clamp(0, 1)
+
+
+def _adaptive_topk(context, pixels, labels, eps, *, norm, steps, seed):
+    dds = context.differentiable_dds()
+    return _model_space(
+        context, lambda x: adaptive_topk(
+            context.model, context.denoiser, x, context.k, eps, context.sigma,
+            n_eot=context.n_eot, norm=norm, steps=steps, n_clean=context.n_clean,
+            labels=labels, seed=seed, dds=dds,
+        ).adversarial, pixels,
+    )  # fmt: skip
 
 
 #: Attacks by name (for configuration files and the command line), all with one signature.
@@ -433,12 +443,19 @@ ATTACKS: dict[str, AttackSpec] = {}
 
 
 def register_attack(
-    name: str, fn: Attack, *, norms: Sequence[str], explanation: bool = False, description: str = ""
+    name: str,
+    fn: Attack,
+    *,
+    norms: Sequence[str],
+    explanation: bool = False,
+    description: str = "",
+    threat: str = "transfer",
 ) -> AttackSpec:
     """Add an attack to :data:`ATTACKS` (it must have the :class:`Attack` signature).
 
     The signature is checked here, so a registered name cannot pass validation and then fail
-    with a ``TypeError`` when called.
+    with a ``TypeError`` when called. ``threat`` is ``"transfer"`` or ``"adaptive"``
+    (:data:`THREATS`): whether the attack's gradients go through the defence.
     """
     if not isinstance(name, str) or not name or name == "none":
         raise ValueError(f"attack name must be a non-empty string other than 'none', got {name!r}")
@@ -453,19 +470,28 @@ def register_attack(
     bad = [n for n in norms if n not in NORMS]
     if bad or not norms:
         raise ValueError(f"norms of attack {name!r} must be a non-empty subset of {NORMS}, got {list(norms)}")
-    spec = AttackSpec(fn, tuple(norms), bool(explanation), description)
+    threat = check_choice(threat, "threat", THREATS)
+    spec = AttackSpec(fn, tuple(norms), bool(explanation), description, threat)
     ATTACKS[name] = spec
     return spec
 
 
 register_attack("pgd", _pgd, norms=NORMS, description="PGD on the plain ViT's prediction")
 register_attack(
-    "eot_pgd", _eot_pgd, norms=NORMS,
-    description="EOT-PGD on the denoised smoothed classifier (adaptive)",
+    "eot_pgd", _eot(EOT_STREAMS, "softmax"), norms=NORMS, threat="adaptive",
+    description="EOT-PGD on the denoised smoothed classifier",
+)  # fmt: skip
+register_attack(
+    "smooth_pgd", _eot(ADAPTIVE_STREAMS, "vote"), norms=NORMS, threat="adaptive",
+    description="EOT-PGD through DifferentiableDDS (eot_pgd on the adaptive noise streams)",
 )  # fmt: skip
 register_attack(
     "topk", _topk, norms=("linf",), explanation=True,
-    description="Ghorbani et al.'s label-preserving top-k attack on each explanation",
+    description="Ghorbani et al.'s label-preserving top-k attack on each explanation (surrogate)",
+)  # fmt: skip
+register_attack(
+    "adaptive_topk", _adaptive_topk, norms=NORMS, explanation=True, threat="adaptive",
+    description="the label-preserving top-k attack on the DDS map, EOT through the denoiser",
 )  # fmt: skip
 
 

@@ -17,16 +17,16 @@ The explanation under attack, ``map_fn``, is often *not* differentiable in the i
 denoises under ``torch.no_grad`` and averages over random samples, and the explain methods
 detach what they record. The gradient therefore comes from a differentiable
 ``surrogate_map_fn`` ``s`` — by default an
-:class:`~captum_fvit.evaluate.surrogate.AttentionSurrogate` (raw attention or rollout of the
-plain model, computed with the graph kept; it mirrors ``map_fn``'s method and options when
-``map_fn`` is a bound ``token_map`` of an ``AttentionMap``/``DDSAttention``). Only two things
-come from ``map_fn``: the target set ``T_k`` (top-k of ``map_fn(x)`` on the clean input) and
-the final score (``map_fn(x')``'s top-k overlap with ``T_k``). The attack on DDS is thus a
-*transfer* attack from the plain model's attention to the smoothed explanation — the
-strongest cheap white-box attack on the ViT's own attention, not an adaptive attack through
-the denoiser (for that, pass a differentiable ``surrogate_map_fn`` that runs the denoiser
-with gradients, e.g. the mean surrogate map over a few noise + differentiable-denoiser
-samples). The result reports both the surrogate's objective and ``map_fn``'s overlap, so
+:class:`~captum_fvit.evaluate.surrogate.AttentionSurrogate`: the explain method itself run on
+the plain model with the graph kept, mirroring ``map_fn``'s method and options when
+``map_fn`` is a bound ``token_map`` of an ``AttentionMap``/``DDSAttention`` (every method,
+grad_rollout and attn_gradcam included). Only two things come from ``map_fn``: the target
+set ``T_k`` (top-k of ``map_fn(x)`` on the clean input) and the final score (``map_fn(x')``'s
+top-k overlap with ``T_k``). The attack on DDS is thus a *transfer* attack from the plain
+model's explanation to the smoothed one; the *adaptive* attack through the denoiser is
+:func:`~captum_fvit.evaluate.adaptive.adaptive_topk`, which runs the same ascent
+(:func:`~captum_fvit.evaluate.topk_ascent.label_preserving_ascent`) on EOT gradients of the
+DDS map. The result reports both the surrogate's objective and ``map_fn``'s overlap, so
 the transfer gap is visible.
 """
 
@@ -40,12 +40,12 @@ from torch import nn
 
 from ..explain.targets import logits_of
 from ..space import Normalization, resolve_normalization
-from ..validation import check_image_batch, check_positive
-from ..validation import check_eps, check_k, check_steps
+from ..validation import check_eps, check_image_batch, check_k, check_seed, check_steps
 from ._checks import as_map_batch
-from ._pixels import ascent_step, clean_pixels, make_generator, project, random_start
+from ._pixels import clean_pixels, resolve_step, seeded_start
 from .metrics import topk_indices, topk_mass, topk_overlap
 from .surrogate import surrogate_like
+from .topk_ascent import Probe, label_preserving_ascent
 
 __all__ = ["ExplanationAttackResult", "topk_explanation_attack"]
 
@@ -92,10 +92,6 @@ class ExplanationAttackResult:
     surrogate: str
 
 
-def _expand(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return mask.view(-1, *([1] * (like.dim() - 1)))
-
-
 def topk_explanation_attack(
     map_fn: MapFn | None,
     model: nn.Module,
@@ -123,7 +119,8 @@ def topk_explanation_attack(
     inputs : Tensor
         ``N×C×H×W`` images in the model's normalisation (pixels in [0, 1]).
     k : int
-        Size of the top-k set, ``1 ≤ k ≤ P``.
+        Size of the top-k set, ``1 ≤ k < P`` (with ``k = P`` the overlap is 1 whatever the
+        attack does).
     eps : float, default 8/255
         ℓ∞ radius in **[0, 1] pixel units**.
     steps : int, default 20
@@ -133,8 +130,8 @@ def topk_explanation_attack(
         step is rejected.
     surrogate_map_fn : callable, optional
         Differentiable ``x_model_space -> N×P`` map giving the gradients; default
-        :func:`~captum_fvit.evaluate.surrogate.surrogate_like` ``(map_fn, model)`` (plain
-        rollout, or the raw/rollout configuration of ``map_fn``'s explainer).
+        :func:`~captum_fvit.evaluate.surrogate.surrogate_like` ``(map_fn, model)`` (the
+        method and options of ``map_fn``'s explainer, any method; else plain rollout).
     random_start : bool, default False
         Start from a uniformly random point of the ball (per image, only if it keeps the
         label); Ghorbani et al. start at ``x``.
@@ -153,84 +150,29 @@ def topk_explanation_attack(
     images = check_image_batch(inputs)
     eps = check_eps(eps)
     steps = check_steps(steps)
-    alpha0 = eps / 5 if step_size is None else check_positive(step_size, "step_size")
+    alpha = resolve_step(step_size, eps)
+    seed = check_seed(seed)
     normalization = normalization if normalization is not None else resolve_normalization(model)
     pixels = clean_pixels(images, normalization)
-    n = images.shape[0]
     if surrogate_map_fn is None:
         surrogate_map_fn = surrogate_like(map_fn, model)
-    if map_fn is None:
-        map_fn = surrogate_map_fn
-
-    def explain(x: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            maps = as_map_batch(map_fn(x), "map_fn(inputs)")
-        if maps.dim() != 2 or maps.shape[0] != n:
-            raise ValueError(
-                f"map_fn must return an N×P token map for N = {n} inputs, got shape "
-                f"{tuple(maps.shape)}"
-            )
-        return maps.detach()
-
-    def predict(x_pixels: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad():
-            return logits_of(model(normalization.from_pixels(x_pixels))).argmax(dim=1)
-
+    explain = _explainer(map_fn if map_fn is not None else surrogate_map_fn, images.shape[0])
     clean_map = explain(images)
-    k = check_k(k, clean_map.shape[1], inclusive=True, what="tokens")
+    k = check_k(k, clean_map.shape[1], what="patch tokens")  # k = P: overlap 1 whatever
     index = topk_indices(clean_map, k)
-    labels = predict(pixels)
+    labels = _predict(model, normalization, pixels)
+    objective = _surrogate_objective(surrogate_map_fn, normalization, index, clean_map.shape)
 
-    def objective(x_pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = x_pixels.detach().requires_grad_(True)
-        with torch.enable_grad():
-            maps = surrogate_map_fn(normalization.from_pixels(x))
-            if maps.shape != clean_map.shape:
-                raise ValueError(
-                    f"the surrogate map has shape {tuple(maps.shape)} but map_fn's has "
-                    f"{tuple(clean_map.shape)}; both must be N×P token maps of the same model"
-                )
-            if not maps.requires_grad:
-                raise RuntimeError(
-                    "surrogate_map_fn returned a map without gradient (AttentionMap and "
-                    "DDSAttention detach their maps); use the default AttentionSurrogate or a "
-                    "differentiable function of the input"
-                )
-            value = -topk_mass(maps, index)
-            (grad,) = torch.autograd.grad(value.sum(), x)
-        return value.detach(), grad
+    def evaluate(x: torch.Tensor, _step: int) -> Probe:
+        value, grad = objective(x)
+        return Probe(value, grad, _predict(model, normalization, x) == labels)
 
-    clean_value, _ = objective(pixels)
-    x = pixels
-    if random_start and eps > 0:
-        start = pixels + random_start_delta(pixels, eps, seed)
-        keep = predict(start) == labels
-        x = torch.where(_expand(keep, pixels), start, pixels)
-    value, grad = objective(x)
-    best_x, best_value = x, value
-    alpha = torch.full((n,), alpha0, dtype=pixels.dtype, device=pixels.device)
-    accepted = torch.zeros(n, dtype=torch.long, device=pixels.device)
-    if eps > 0:
-        for _ in range(steps):
-            delta = project(x - pixels + ascent_step(grad, alpha, "linf"), pixels, eps, "linf")
-            candidate = pixels + delta
-            ok = predict(candidate) == labels
-            cand_value, cand_grad = objective(candidate)
-            wide = _expand(ok, pixels)
-            x = torch.where(wide, candidate, x)
-            value = torch.where(ok, cand_value, value)
-            grad = torch.where(wide, cand_grad, grad)
-            alpha = torch.where(ok, alpha, alpha / 2)
-            accepted += ok.long()
-            better = ok & (cand_value > best_value)
-            best_x = torch.where(_expand(better, pixels), candidate, best_x)
-            best_value = torch.where(better, cand_value, best_value)
-    # The clean input is a valid (label-keeping) candidate too.
-    better_clean = clean_value >= best_value
-    best_x = torch.where(_expand(better_clean, pixels), pixels, best_x)
-    best_value = torch.where(better_clean, clean_value, best_value)
-
-    adversarial = normalization.from_pixels(best_x).to(images.dtype).detach()
+    clean = evaluate(pixels, 0)
+    start = seeded_start(pixels, eps, "linf", seed) if random_start and eps > 0 else None
+    ascent = label_preserving_ascent(
+        evaluate, pixels, eps, "linf", steps, alpha, start=start, clean=clean, keep_best=True
+    )
+    adversarial = normalization.from_pixels(ascent.pixels).to(images.dtype).detach()
     adversarial_map = explain(adversarial)
     with torch.no_grad():
         label_kept = logits_of(model(adversarial)).argmax(dim=1) == labels
@@ -242,13 +184,56 @@ def topk_explanation_attack(
         clean_map=clean_map,
         adversarial_map=adversarial_map,
         overlap=topk_overlap(clean_map, adversarial_map, k),
-        surrogate_mass_clean=-clean_value,
-        surrogate_mass_adversarial=-best_value,
-        accepted_steps=accepted,
+        surrogate_mass_clean=-clean.value,
+        surrogate_mass_adversarial=-ascent.probe.value,
+        accepted_steps=ascent.accepted,
         surrogate=repr(surrogate_map_fn),
     )
 
 
-def random_start_delta(pixels: torch.Tensor, eps: float, seed: int | None) -> torch.Tensor:
-    """A uniformly random ℓ∞ ``δ`` of radius ``eps`` keeping ``x + δ`` in ``[0, 1]``."""
-    return random_start(pixels, eps, "linf", make_generator(seed, pixels.device))
+def _predict(model: nn.Module, normalization: Normalization, pixels: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return logits_of(model(normalization.from_pixels(pixels))).argmax(dim=1)
+
+
+def _explainer(map_fn: MapFn, n: int) -> MapFn:
+    """``map_fn`` checked to give detached ``N×P`` token maps."""
+
+    def explain(x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            maps = as_map_batch(map_fn(x), "map_fn(inputs)")
+        if maps.dim() != 2 or maps.shape[0] != n:
+            raise ValueError(
+                f"map_fn must return an N×P token map for N = {n} inputs, got shape "
+                f"{tuple(maps.shape)}"
+            )
+        return maps.detach()
+
+    return explain
+
+
+def _surrogate_objective(
+    surrogate_map_fn: MapFn, normalization: Normalization, index: torch.Tensor, shape: torch.Size
+) -> Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """``x_pixels -> (D(x), ∇D(x))`` with ``D = −`` the surrogate's normalised mass on ``index``."""
+
+    def objective(x_pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = x_pixels.detach().requires_grad_(True)
+        with torch.enable_grad():
+            maps = surrogate_map_fn(normalization.from_pixels(x))
+            if maps.shape != shape:
+                raise ValueError(
+                    f"the surrogate map has shape {tuple(maps.shape)} but map_fn's has "
+                    f"{tuple(shape)}; both must be N×P token maps of the same model"
+                )
+            if not maps.requires_grad:
+                raise RuntimeError(
+                    "surrogate_map_fn returned a map without gradient (AttentionMap and "
+                    "DDSAttention detach their maps); use the default AttentionSurrogate or a "
+                    "differentiable function of the input"
+                )
+            value = -topk_mass(maps, index)
+            (grad,) = torch.autograd.grad(value.sum(), x)
+        return value.detach(), grad
+
+    return objective

@@ -1,12 +1,12 @@
-"""Differentiable attention maps: the gradient source of the top-k explanation attack.
+"""Differentiable token maps: the gradient source of the transfer top-k attack.
 
-The explanation methods of :mod:`captum_fvit.explain` detach what they record (they are
-built for inference), and DDS runs its denoiser under ``torch.no_grad``; neither can be
-differentiated with respect to the input. :class:`AttentionSurrogate` computes raw attention
-or attention rollout from the same stock model *keeping the autograd graph*: it records the
-attention with :class:`~captum_fvit.attention.AttentionRecorder` (which unfuses the hooked
-layers and restores them on exit) through a listener that keeps the probabilities as they
-are, graph included, and applies the same formulas as the explain methods (THEORY §3).
+:class:`~captum_fvit.AttentionMap` and DDS return detached maps (they are built for
+inference). :class:`AttentionSurrogate` runs the *same* explanation method of
+:mod:`captum_fvit.explain` — any of them: raw, rollout, grad_rollout, attn_gradcam, or one
+added with :func:`~captum_fvit.explain.register_method` — inside
+:func:`~captum_fvit.explain.base.keep_graph`, so the methods do not detach what they record
+and the map is a differentiable function of the input. Gradient methods get ``∂y_t/∂A``
+with ``create_graph=True`` (second-order gradients), so their maps are differentiable too.
 """
 
 from __future__ import annotations
@@ -18,187 +18,138 @@ import torch
 from torch import nn
 
 from ..attention import AttentionAdapter, AttentionRecorder, find_adapter
-from ..explain.base import check_head_fusion, fuse_heads, resolve_layer
-from ..explain.rollout import residual_attention
-from ..explain.stages import combine_stage_products, query_rows, to_first_grid
-from ..explain.targets import logits_of
+from ..attention.windows import WindowedAttention
+from ..explain.base import TokenMapAccumulator, TokenMapMethod, keep_graph, make_method
+from ..explain.targets import TargetType, logits_of, resolve_target
 
-__all__ = ["SURROGATE_METHODS", "AttentionSurrogate", "surrogate_like"]
+__all__ = ["AttentionSurrogate", "explained_method", "surrogate_like"]
 
-#: Methods a surrogate can differentiate (gradient methods would need double backprop).
-SURROGATE_METHODS = ("raw", "rollout")
+
+def _anchor(probs: torch.Tensor | WindowedAttention) -> torch.Tensor:
+    return probs.windows if isinstance(probs, WindowedAttention) else probs
 
 
 class _GraphListener:
-    """Keeps what the method needs, with the autograd graph (nothing is detached).
+    """Feeds the method's accumulator and keeps what it recorded, graph included, so that
+    :meth:`backward` can hand gradient methods ``∂score/∂A`` with its own graph."""
 
-    Raw attention keeps its layer's fused probabilities; rollout keeps one running product
-    per stage (one stage for plain ViTs; Swin's stages are joined afterwards by the
-    2×2-children rule, :func:`captum_fvit.explain.stages.combine_stage_products`).
-    """
-
-    def __init__(
-        self,
-        method: str,
-        start: int,
-        layer: int,
-        head_fusion: str,
-        residual: bool,
-        layer_stages: tuple[int, ...],
-    ):
-        self.method = method
-        self.start = start
-        self.layer = layer
-        self.head_fusion = head_fusion
-        self.residual = residual
-        self.layer_stages = layer_stages
-        self.value: torch.Tensor | None = None
-        self.products: dict[int, torch.Tensor] = {}
+    def __init__(self, accumulator: TokenMapAccumulator) -> None:
+        self.accumulator = accumulator
+        self.accepts_windows = getattr(accumulator, "accepts_windows", False)
+        self.recorded: dict[int, torch.Tensor | WindowedAttention] = {}
 
     def on_attention(self, layer: int, probs: torch.Tensor) -> None:
-        if probs.dtype in (torch.float16, torch.bfloat16):
-            probs = probs.float()
-        if self.method == "raw":
-            if layer == self.layer:
-                self.value = probs  # heads fused after the explained row is taken
-            return
-        if layer < self.start:
-            return
-        step = residual_attention(fuse_heads(probs, self.head_fusion), self.residual)
-        stage = self.layer_stages[layer]
-        previous = self.products.get(stage)
-        self.products[stage] = step if previous is None else step @ previous
+        self.recorded[layer] = probs
+        self.accumulator.on_attention(layer, probs)
 
     def on_gradient(self, layer: int, grad: torch.Tensor) -> None:  # pragma: no cover
-        pass
+        self.accumulator.on_gradient(layer, grad)
+
+    def backward(self, score: torch.Tensor, model: nn.Module) -> None:
+        layers = sorted(self.recorded)
+        try:
+            grads = torch.autograd.grad(
+                score, [_anchor(self.recorded[i]) for i in layers], create_graph=True
+            )
+        except RuntimeError as err:
+            raise RuntimeError(
+                f"cannot differentiate the logit with respect to the recorded attention of "
+                f"this {type(model).__name__} ({err}); a gradient-method surrogate needs an "
+                "adapter whose recorded probabilities lie on the forward path (timm, Hugging "
+                "Face, timm Swin); use a 'raw' or 'rollout' surrogate for this model"
+            ) from None
+        for layer, grad in reversed(list(zip(layers, grads, strict=True))):
+            probs = self.recorded[layer]
+            if isinstance(probs, WindowedAttention):
+                grad = WindowedAttention(grad, probs.geometry)
+            self.accumulator.on_gradient(layer, grad)
 
 
 class AttentionSurrogate:
-    """Raw attention or rollout of a ViT as a differentiable function of its input.
+    """An explanation method of :mod:`captum_fvit.explain` as a differentiable function.
 
     Parameters
     ----------
     model : nn.Module
-        A supported ViT classifier (timm, torchvision, Hugging Face); left unchanged.
-    method : {"raw", "rollout"}, default "rollout"
-        The attention map to compute.
-    start_layer : int, default 0
-        First layer of the rollout product.
-    layer : int, default -1
-        Layer read by raw attention.
-    head_fusion : {"mean", "max", "min"}, default "mean"
-        How heads are fused.
-    residual : bool, default True
-        Rollout's ``(A + I)/2`` skip-connection model.
+        A supported ViT classifier (timm, torchvision, Hugging Face, Swin); left unchanged
+        (gradients are taken with ``torch.autograd.grad``, never into ``.grad``).
+    method : str or TokenMapMethod, default "rollout"
+        Any method of :data:`captum_fvit.explain.METHODS` by name, or a configured instance.
     adapter : AttentionAdapter, optional
         Force an adapter instead of looking one up.
+    **options
+        The method's options (``start_layer``, ``layer``, ``head_fusion``, ``residual``, ...).
 
     Notes
     -----
-    Calling the surrogate runs the model once with the graph kept; ``surrogate(x)`` returns
-    the ``N×P`` map (the same values as :class:`~captum_fvit.AttentionMap` with the same
-    method and options), :meth:`map_and_logits` also returns the logits of that pass.
+    ``surrogate(x)`` returns the ``N×P`` map — the values of :class:`~captum_fvit.AttentionMap`
+    with the same method and options — with its graph; :meth:`map_and_logits` also returns
+    the logits of that pass. Class-specific methods explain ``target`` (default: each
+    image's predicted class, as AttentionMap).
     """
 
     def __init__(
         self,
         model: nn.Module,
-        method: str = "rollout",
+        method: str | TokenMapMethod = "rollout",
         *,
-        start_layer: int = 0,
-        layer: int = -1,
-        head_fusion: str = "mean",
-        residual: bool = True,
         adapter: AttentionAdapter | None = None,
+        **options: Any,
     ) -> None:
-        if method not in SURROGATE_METHODS:
-            raise ValueError(
-                f"a differentiable surrogate supports the methods {SURROGATE_METHODS}, got "
-                f"{method!r}; gradient-based maps would need second-order gradients — use "
-                "'rollout' as the surrogate of 'grad_rollout'"
-            )
         self.model = model
-        self.method = method
+        self.explain_method = make_method(method, **options)
+        #: Name of the method (``"raw"``, ``"rollout"``, ...).
+        self.method = self.explain_method.name
         self.adapter = adapter if adapter is not None else find_adapter(model)
-        self.num_layers = len(self.adapter.attention_modules(model))
-        self.start_layer = resolve_layer(int(start_layer), self.num_layers, "start_layer")
-        self.layer = resolve_layer(int(layer), self.num_layers)
-        self.head_fusion = check_head_fusion(head_fusion)
-        self.residual = bool(residual)
         reason = self.adapter.unsupported_reason(model)
         if reason is not None:
             raise ValueError(reason)
-        self.layer_stages = tuple(self.adapter.layer_stages(model))
+        self.num_layers = len(self.adapter.attention_modules(model))
+        self.cls_index = self.adapter.cls_index(model)
+        stages = tuple(self.adapter.layer_stages(model))
+        self.layer_stages = stages if any(stages) else None
+        self.layers = self.explain_method.layers(self.num_layers)  # validates layer indices
 
     def __repr__(self) -> str:
-        options = (
-            f"layer={self.layer}"
-            if self.method == "raw"
-            else f"start_layer={self.start_layer}, residual={self.residual}"
-        )
-        return (
-            f"AttentionSurrogate(method={self.method!r}, {options}, "
-            f"head_fusion={self.head_fusion!r})"
-        )
+        options = ", ".join(f"{k}={v!r}" for k, v in self.explain_method.options().items())
+        return f"AttentionSurrogate(method={self.method!r}, {options})"
 
-    def map_and_logits(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def map_and_logits(
+        self, inputs: torch.Tensor, target: TargetType = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """``N×P`` map and ``N×K`` logits of one forward pass, both with their graph."""
-        layers = (
-            [self.layer] if self.method == "raw" else list(range(self.start_layer, self.num_layers))
-        )
-        listener = _GraphListener(
-            self.method,
-            self.start_layer,
-            self.layer,
-            self.head_fusion,
-            self.residual,
-            self.layer_stages,
-        )
-        with AttentionRecorder(self.model, listener, layers=layers, adapter=self.adapter) as rec:
+        method = self.explain_method
+        accumulator = method.accumulator(self.num_layers, self.cls_index, self.layer_stages)
+        listener = _GraphListener(accumulator)
+        if method.needs_gradients and not inputs.requires_grad:
+            inputs = inputs.detach().requires_grad_(True)  # the logit needs a graph to A
+        recorder = AttentionRecorder(self.model, listener, layers=self.layers, adapter=self.adapter)
+        with keep_graph(), torch.enable_grad(), recorder:
             logits = logits_of(self.model(inputs))
-            layout = rec.layout(inputs.shape[-2:])
-        if listener.value is None and not listener.products:
-            raise RuntimeError("no attention was recorded; is the model a supported ViT?")
-        cls = layout.cls_index  # None: the explained row is the mean query (pooled, Swin)
-        if self.method == "raw":
-            stage = layout.stage_of(self.layer)
-            rows = fuse_heads(query_rows(listener.value, cls, layout, stage), self.head_fusion)
-            return to_first_grid(rows[:, layout.stage_patch_slice(stage)], layout, stage), logits
-        return combine_stage_products(listener.products, cls, layout), logits
+            if not listener.recorded:
+                raise RuntimeError("no attention was recorded; is the model a supported ViT?")
+            if method.needs_gradients:
+                explained = resolve_target(target, logits)
+                listener.backward(logits.gather(1, explained[:, None]).sum(), self.model)
+            maps = accumulator.result(recorder.layout(inputs.shape[-2:]))
+        return maps, logits
 
-    def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
+    def __call__(self, inputs: torch.Tensor, target: TargetType = None) -> torch.Tensor:
         """The ``N×P`` map of ``inputs`` (model normalisation), differentiable in ``inputs``."""
-        return self.map_and_logits(inputs)[0]
+        return self.map_and_logits(inputs, target)[0]
 
 
-def surrogate_like(map_fn: Callable[..., Any], model: nn.Module) -> AttentionSurrogate:
-    """A surrogate mirroring ``map_fn`` when it is a bound method of an explainer.
+def explained_method(map_fn: Callable[..., Any] | None) -> TokenMapMethod | None:
+    """The configured method behind ``map_fn`` when it is a bound method of an explainer
+    (``AttentionMap(...).token_map``, ``DDSAttention(...).token_map``), else ``None``."""
+    method = getattr(getattr(map_fn, "__self__", None), "method", None)
+    return method if isinstance(method, TokenMapMethod) else None
 
-    If ``map_fn`` is e.g. ``AttentionMap(model, "raw", layer=-2).token_map`` or
-    ``DDSAttention(model, den, "rollout", start_layer=1).token_map``, the surrogate uses the
-    same method and options (raw or rollout; ``grad_rollout`` and ``attn_gradcam`` map to
-    rollout with their head fusion and start layer where they have them). Anything else —
-    a lambda, a plain function — gets plain rollout.
-    """
-    owner = getattr(map_fn, "__self__", None)
-    method = getattr(owner, "method", None)
-    name = getattr(method, "name", None)
-    options = method.options() if hasattr(method, "options") else {}
-    if name == "raw":
-        return AttentionSurrogate(
-            model,
-            "raw",
-            layer=options.get("layer", -1),
-            head_fusion=options.get("head_fusion", "mean"),
-        )
-    if name == "rollout":
-        return AttentionSurrogate(
-            model,
-            "rollout",
-            start_layer=options.get("start_layer", 0),
-            head_fusion=options.get("head_fusion", "mean"),
-            residual=options.get("residual", True),
-        )
-    if name == "grad_rollout":
-        return AttentionSurrogate(model, "rollout", start_layer=options.get("start_layer", 0))
-    return AttentionSurrogate(model, "rollout")
+
+def surrogate_like(map_fn: Callable[..., Any] | None, model: nn.Module) -> AttentionSurrogate:
+    """A surrogate with ``map_fn``'s method and options when ``map_fn`` is a bound
+    ``token_map`` of an explainer (e.g. ``AttentionMap(model, "grad_rollout").token_map`` or
+    ``DDSAttention(model, den, "rollout", start_layer=1).token_map``); plain rollout for
+    anything else (a lambda, a plain function, ``None``)."""
+    method = explained_method(map_fn)
+    return AttentionSurrogate(model, method if method is not None else "rollout")
