@@ -15,10 +15,22 @@ Nothing of size ``n`` is ever held: memory is flat in the number of samples. On 
 denoiser and ``compute`` run under bf16 autocast (optional), and an out-of-memory error halves
 the chunk and retries the same samples — which, the noise being chunk-independent, gives the
 same result.
+
+With ``graph=True`` the same walk keeps the autograd graph (the adaptive attacks'
+expectation-over-transformation gradients, :class:`~captum_fvit.evaluate.DifferentiableDDS`):
+the pixels are a leaf, the denoiser runs with autograd, ``objective(chunk, result)`` gives a
+scalar whose gradient with respect to the pixels is added to a running sum chunk by chunk, and
+each chunk's graph is freed before the next. That path runs in the models' own precision (no
+autocast: reduced precision would bias a small average of per-sample gradients) and does not
+retry on out-of-memory (pass a smaller ``batch_size``).
+
+Noise streams come from :data:`captum_fvit.noise.NOISE_STREAMS`; the denoiser's own randomness
+of stream ``s`` is :func:`~captum_fvit.noise.denoiser_stream` ``(s)``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -30,15 +42,21 @@ from .denoise.base import check_sigma, denoiser_in_channels
 from .denoise.identity import IdentityDenoiser
 from .errors import FiniteGuard
 from .model_io import index_batch_args, logits_of
-from .noise import NOISE_KINDS, SampleNoise, block_seed, draw_noise
+from .noise import (
+    ESTIMATION_STREAM,
+    NOISE_KINDS,
+    SELECTION_STREAM,
+    SampleNoise,
+    denoiser_stream,
+    draw_noise,
+    stream_generator,
+)
 from .space import Normalization, resolve_normalization
 from .stats import ClassCounts
 from .validation import check_choice, check_count
 
+#: ``SELECTION_STREAM`` is re-exported from :mod:`captum_fvit.noise` (where it is defined).
 __all__ = ["Chunk", "SmoothingEngine", "SELECTION_STREAM", "shard_samples", "sample_range"]
-
-#: Noise stream of the samples that select a class (independent of the estimation samples).
-SELECTION_STREAM = 1
 
 
 @dataclass
@@ -52,13 +70,19 @@ class Chunk:
     sample_index : Tensor
         ``M`` noise-sample indices.
     inputs : Tensor
-        ``M×C×H×W`` denoised images in the model's normalisation.
+        ``M×C×H×W`` denoised images in the model's normalisation (with their autograd graph
+        back to the pixels when ``graph``).
+    guard : FiniteGuard
+        The chunk's non-finite check (:meth:`watch`).
+    graph : bool
+        Whether the engine runs with the graph (``compute`` should then keep it).
     """
 
     input_index: torch.Tensor
     sample_index: torch.Tensor
     inputs: torch.Tensor
     guard: FiniteGuard
+    graph: bool = False
 
     def watch(self, stage: str, values: torch.Tensor) -> None:
         """Have the engine check ``values`` (one row per image of the chunk) for NaN/inf
@@ -221,7 +245,9 @@ class SmoothingEngine:
                 "images"
             )
 
-    def _autocast(self, device: torch.device):
+    def _autocast(self, device: torch.device, graph: bool = False):
+        if graph:  # EOT gradients in the models' own precision
+            return torch.autocast(device.type, enabled=False)
         if isinstance(self.autocast, torch.dtype):
             return torch.autocast(device.type, dtype=self.autocast)
         if self.autocast and device.type == "cuda":
@@ -234,16 +260,35 @@ class SmoothingEngine:
         """The denoiser's source of randomness for one chunk.
 
         Denoisers that declare ``accepts_sample_noise`` get a :class:`SampleNoise`
-        addressed by sample index (chunk-independent); others a generator seeded per chunk.
+        addressed by sample index (chunk-independent); others a generator seeded per chunk
+        (by the chunk's first flat (sample, input) index ``start``).
         """
         if getattr(self.denoiser, "accepts_sample_noise", False):
-            return SampleNoise(seed, sample_index, stream=2_000 + stream, sample_range=samples)
-        generator = torch.Generator(device=sample_index.device)
-        generator.manual_seed(block_seed(seed, start, stream=1_000 + stream))
-        return generator
+            return SampleNoise(seed, sample_index, denoiser_stream(stream), sample_range=samples)
+        per_chunk = denoiser_stream(stream, per_sample=False)
+        return stream_generator(seed, per_chunk, start, sample_index.device)
+
+    def _denoise(
+        self, noisy: torch.Tensor, generator: Any, graph: bool
+    ) -> torch.Tensor:
+        with torch.enable_grad() if graph else torch.no_grad():
+            denoised = self.denoiser(noisy, self.sigma, generator)
+        if not isinstance(denoised, torch.Tensor) or denoised.shape != noisy.shape:
+            shape = tuple(denoised.shape) if isinstance(denoised, torch.Tensor) else type(denoised)
+            raise ValueError(
+                f"the denoiser returned {shape} for inputs of shape {tuple(noisy.shape)}; a "
+                "denoiser must return images of the input's size"
+            )
+        if graph and not denoised.requires_grad:
+            raise RuntimeError(
+                "the denoiser cut the gradient (its output does not require grad): gradients "
+                "through DDS need a denoiser that runs with autograd (a DiffusionDenoiser with "
+                "differentiable=True; a custom denoiser must not use torch.no_grad)"
+            )
+        return denoised
 
     def _chunk(
-        self, pixels: torch.Tensor, seed: int, stream: int, start: int, stop: int
+        self, pixels: torch.Tensor, seed: int, stream: int, start: int, stop: int, graph: bool
     ) -> Chunk:
         n_inputs = pixels.shape[0]
         device = pixels.device
@@ -266,20 +311,14 @@ class SmoothingEngine:
         generator = self._generator(
             seed, stream, start, sample_index, (first_sample, last_sample)
         )
-        with torch.no_grad():
-            denoised = self.denoiser(noisy, self.sigma, generator)
-        if not isinstance(denoised, torch.Tensor) or denoised.shape != noisy.shape:
-            shape = tuple(denoised.shape) if isinstance(denoised, torch.Tensor) else type(denoised)
-            raise ValueError(
-                f"the denoiser returned {shape} for inputs of shape {tuple(noisy.shape)}; a "
-                "denoiser must return images of the input's size"
-            )
+        denoised = self._denoise(noisy, generator, graph)
         guard = FiniteGuard(input_index, sample_index)
         guard.watch("denoiser", denoised)
         denoised = denoised.to(pixels.dtype)
         if self.clamp:
             denoised = denoised.clamp(0, 1)
-        return Chunk(input_index, sample_index, self.normalization.from_pixels(denoised), guard)
+        inputs = self.normalization.from_pixels(denoised)
+        return Chunk(input_index, sample_index, inputs, guard, graph)
 
     def run(
         self,
@@ -289,10 +328,12 @@ class SmoothingEngine:
         compute: Callable[[Chunk], Any],
         fold: Callable[[Chunk, Any], None],
         *,
-        stream: int = 0,
+        stream: int = ESTIMATION_STREAM,
         process_group=None,
         progress: bool = False,
-    ) -> None:
+        graph: bool = False,
+        objective: Callable[[Chunk, Any], torch.Tensor | None] | None = None,
+    ) -> torch.Tensor | None:
         """Run the noise samples ``samples`` for every input.
 
         Parameters
@@ -312,56 +353,114 @@ class SmoothingEngine:
         fold : callable
             ``fold(chunk, result)``: folds a result into statistics (runs once per chunk,
             after the non-finite check — one device sync per chunk).
-        stream : int, default 0
-            Independent noise sub-sequence (e.g. 1 for the class-selection samples).
+        stream : int, default :data:`~captum_fvit.noise.ESTIMATION_STREAM`
+            Independent noise sub-sequence (:data:`~captum_fvit.noise.NOISE_STREAMS`).
         process_group : torch.distributed.ProcessGroup, optional
             Split the samples over its ranks (:func:`shard_samples`); the caller all-reduces
-            its statistics afterwards.
+            its statistics (and the gradient) afterwards.
         progress : bool, default False
             Show a progress bar over the denoised images (rank 0 only).
+        graph : bool, default False
+            Keep the autograd graph from the pixels of ``inputs`` through noise, denoiser and
+            ``compute`` (in the models' own precision, no out-of-memory retry).
+        objective : callable, optional
+            With ``graph``: ``objective(chunk, result) -> scalar`` (or ``None``), evaluated
+            after the non-finite check; its gradient with respect to the pixels is summed over
+            the chunks, each chunk's graph freed before the next.
+
+        Returns
+        -------
+        Tensor or None
+            With ``graph``: the ``N×C×H×W`` sum over the chunks of ``∂objective/∂pixels``
+            (pixels in [0, 1] units, the inputs' dtype); otherwise ``None``.
 
         Raises
         ------
         NonFiniteError
             When the denoiser or ``compute`` produced NaN or infinite values.
         """
+        if not isinstance(graph, bool):
+            raise TypeError(f"graph must be True or False, got {graph!r}")
+        if graph != (objective is not None):
+            raise ValueError(
+                "graph=True accumulates the gradient of objective(chunk, result): pass both "
+                "(or neither)"
+            )
         samples = shard_samples(sample_range(samples), process_group)
         self.check_inputs(inputs)
         pixels = self.normalization.to_pixels(inputs.detach())
-        n_inputs = pixels.shape[0]
-        start, total = samples.start * n_inputs, samples.stop * n_inputs
-        chunk_size = self.batch_size
-        bar = _progress_bar(progress, total - start, process_group)
+        gradient = _GradientSum(pixels, objective) if graph else None
+        bar = _progress_bar(progress, len(samples) * pixels.shape[0], process_group)
         try:
-            while start < total:
-                stop = min(start + chunk_size, total)
-                try:
-                    with self._autocast(pixels.device):
-                        chunk = self._chunk(pixels, seed, stream, start, stop)
-                        result = compute(chunk)
-                except torch.OutOfMemoryError:
-                    if chunk_size == 1:
-                        raise
-                    chunk_size = max(1, chunk_size // 2)
-                    if pixels.device.type == "cuda":
-                        torch.cuda.empty_cache()
-                    if not self._warned_oom:
-                        warnings.warn(
-                            f"out of memory: continuing with chunks of {chunk_size} images "
-                            "(pass a smaller batch_size to avoid the retry)",
-                            RuntimeWarning,
-                            stacklevel=2,
-                        )
-                        self._warned_oom = True
-                    continue
-                chunk.guard.check()
-                fold(chunk, result)
-                if bar is not None:
-                    bar.update(stop - start)
-                start = stop
+            with torch.enable_grad() if graph else contextlib.nullcontext():
+                self._walk(pixels, samples, seed, stream, compute, fold, gradient, bar)
         finally:
             if bar is not None:
                 bar.close()
+        return None if gradient is None else gradient.total
+
+    def _walk(self, pixels, samples, seed, stream, compute, fold, gradient, bar) -> None:
+        """Chunk → compute → (gradient) → fold over the flat (sample, input) indices."""
+        graph = gradient is not None
+        n_inputs = pixels.shape[0]
+        start, total = samples.start * n_inputs, samples.stop * n_inputs
+        chunk_size = self.batch_size
+        while start < total:
+            stop = min(start + chunk_size, total)
+            try:
+                with self._autocast(pixels.device, graph):
+                    chunk = self._chunk(pixels, seed, stream, start, stop, graph)
+                    result = compute(chunk)
+            except torch.OutOfMemoryError:
+                if graph or chunk_size == 1:
+                    raise
+                chunk_size = self._halved(chunk_size, pixels.device)
+                continue
+            chunk.guard.check()
+            if gradient is not None:
+                gradient.add(chunk, result)
+            fold(chunk, result)
+            del chunk, result  # the chunk's graph goes before the next chunk's forward
+            if bar is not None:
+                bar.update(stop - start)
+            start = stop
+
+    def _halved(self, chunk_size: int, device: torch.device) -> int:
+        chunk_size = max(1, chunk_size // 2)
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        if not self._warned_oom:
+            warnings.warn(
+                f"out of memory: continuing with chunks of {chunk_size} images "
+                "(pass a smaller batch_size to avoid the retry)",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+            self._warned_oom = True
+        return chunk_size
+
+
+class _GradientSum:
+    """Running sum over chunks of ``∂objective/∂pixels`` (the graph path of the engine)."""
+
+    def __init__(self, pixels: torch.Tensor, objective: Callable) -> None:
+        self.pixels = pixels.requires_grad_(True)
+        self.objective = objective
+        self.total = torch.zeros_like(pixels)
+
+    def add(self, chunk: Chunk, result: Any) -> None:
+        value = self.objective(chunk, result)
+        if value is None or not value.requires_grad:
+            return
+        if value.dim() != 0:
+            raise ValueError(f"objective must return a scalar, got shape {tuple(value.shape)}")
+        (grad,) = torch.autograd.grad(value, self.pixels, allow_unused=True)
+        if grad is None:
+            raise RuntimeError(
+                "the objective does not depend on the input pixels through autograd: a stage "
+                "of compute detached them (run it with the graph kept, e.g. inside keep_graph())"
+            )
+        self.total += grad
 
 
 def _progress_bar(progress: bool, total: int, process_group):

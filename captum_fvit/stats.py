@@ -11,7 +11,28 @@ import torch
 
 from .validation import check_k
 
-__all__ = ["RunningMoments", "TopKVotes", "ClassCounts", "all_reduce_sum"]
+__all__ = [
+    "RunningMoments",
+    "TopKVotes",
+    "ClassCounts",
+    "MapStatistics",
+    "all_reduce_sum",
+    "normalize_maps",
+]
+
+
+def normalize_maps(maps: torch.Tensor) -> torch.Tensor:
+    """``h = a⁺ / Σ a⁺`` per row (all-zero rows stay zero): a [0, 1]-valued map summing to 1.
+
+    Differentiable (the adaptive attacks take gradients through it)."""
+    positive = maps.clamp(min=0)
+    total = positive.sum(dim=1, keepdim=True)
+    return positive / torch.where(total > 0, total, torch.ones_like(total))
+
+
+def _at_least_float32(values: torch.Tensor) -> torch.Tensor:
+    values = values.detach()
+    return values.float() if values.dtype in (torch.float16, torch.bfloat16) else values
 
 
 def all_reduce_sum(tensors: list[torch.Tensor], process_group) -> None:
@@ -105,7 +126,9 @@ class ClassCounts:
         self.softmax_sum: torch.Tensor | None = None
 
     def update(self, index: torch.Tensor, logits: torch.Tensor) -> None:
-        logits = logits.detach().float()
+        """Fold in ``M×K`` ``logits`` of the inputs ``index`` (softmax in at least float32;
+        float64 logits keep float64)."""
+        logits = _at_least_float32(logits)
         if self.counts is None:
             k = logits.shape[1]
             self.counts = torch.zeros((self.n_inputs, k), dtype=torch.int64, device=self.device)
@@ -122,3 +145,52 @@ class ClassCounts:
 
     def mean_softmax(self, n: torch.Tensor) -> torch.Tensor:
         return self.softmax_sum / n.view(-1, 1).clamp(min=1)
+
+
+class MapStatistics:
+    """Streaming statistics of one method's token maps over the samples of one pass.
+
+    :class:`RunningMoments` of the sum-normalised maps ``h = a⁺ / Σ a⁺``
+    (:func:`normalize_maps`) and, for a ``k``, :class:`TopKVotes` of the raw maps ``a``;
+    sized by the first chunk folded in.
+
+    Parameters
+    ----------
+    n_inputs : int
+        Number of inputs the samples belong to.
+    k : int, optional
+        Count top-``k`` membership (``None``: no votes).
+    device : torch.device
+        Where the statistics live.
+    """
+
+    def __init__(self, n_inputs: int, k: int | None, device) -> None:
+        self.n_inputs = n_inputs
+        self.k = k
+        self.device = device
+        self.moments: RunningMoments | None = None
+        self.votes: TopKVotes | None = None
+
+    def update(self, index: torch.Tensor, maps: torch.Tensor) -> None:
+        """Fold in ``M×P`` raw token maps of the inputs ``index`` (``M``)."""
+        maps = maps.detach()
+        if self.moments is None:
+            self.moments = RunningMoments(self.n_inputs, (maps.shape[1],), self.device)
+            if self.k is not None:
+                self.votes = TopKVotes(self.n_inputs, maps.shape[1], self.k, self.device)
+        self.moments.update(index, normalize_maps(maps))
+        if self.votes is not None:
+            self.votes.update(index, maps)
+
+    @property
+    def vote_counts(self) -> torch.Tensor | None:
+        """``N×P`` top-``k`` vote counts, or ``None`` without a ``k``."""
+        return None if self.votes is None else self.votes.counts
+
+    def all_reduce(self, process_group) -> None:
+        """Combine the statistics of every rank of ``process_group``."""
+        if self.moments is None:
+            raise RuntimeError("no sample was folded in on this rank")
+        self.moments.all_reduce(process_group)
+        if self.votes is not None:
+            self.votes.all_reduce(process_group)

@@ -143,3 +143,108 @@ def test_engine_rejects_bad_settings():
     engine = SmoothingEngine(IdentityDenoiser(), 0.1, norm)
     with pytest.raises(ValueError, match="n_samples"):
         engine.run(torch.rand(1, 3, 4, 4), 0, 0, lambda c: None, lambda c, r: None)
+
+
+# -- the graph path ----------------------------------------------------------------------------
+def _graph_engine(batch_size: int, **options) -> SmoothingEngine:
+    norm = Normalization((0.5, 0.4, 0.3), (0.2, 0.25, 0.3))
+    return SmoothingEngine(IdentityDenoiser(), 0.1, norm, batch_size=batch_size, **options)
+
+
+def test_graph_path_gradient_equals_the_closed_form_whatever_the_chunking():
+    """objective = Σ w·u² over the denoised samples u (model space): its gradient with
+    respect to the pixels p is Σ_s 2·w·u_s / std with u_s = (p + δ_s − mean) / std."""
+    f64 = torch.float64
+    inputs = torch.randn(2, 3, 4, 4, generator=torch.Generator().manual_seed(0), dtype=f64)
+    weights = torch.rand(2, 3, 4, 4, generator=torch.Generator().manual_seed(1), dtype=f64)
+    engine = _graph_engine(64)
+    norm = engine.normalization
+    pixels = norm.to_pixels(inputs)
+    noise = draw_noise(5, 3, 13, (3, 4, 4), 0.1).double()
+    mean = torch.tensor(norm.mean, dtype=torch.float64).view(1, 1, 3, 1, 1)
+    std = torch.tensor(norm.std, dtype=torch.float64).view(1, 1, 3, 1, 1)
+    denoised = (pixels[None] + noise[:, None] - mean) / std  # samples × inputs × C×H×W
+    expected = (2 * weights * denoised / std).sum(dim=0)
+    for batch_size in (1, 7, 64):
+        seen = []
+        gradient = _graph_engine(batch_size).run(
+            inputs,
+            range(3, 13),
+            5,
+            lambda chunk: chunk.inputs,
+            lambda chunk, result: seen.append((chunk.graph, result.requires_grad, len(result))),
+            graph=True,
+            objective=lambda chunk, u: (weights[chunk.input_index] * u * u).sum(),
+        )
+        torch.testing.assert_close(gradient, expected, rtol=1e-12, atol=1e-12)
+        assert all(graph and needs_grad for graph, needs_grad, _ in seen)
+        assert sum(size for _, _, size in seen) == 20 and max(s for *_, s in seen) <= batch_size
+    # Under no_grad too (the engine enables the graph itself), and the inputs are not touched.
+    with torch.no_grad():
+        again = engine.run(
+            inputs, range(3, 13), 5, lambda c: c.inputs, lambda c, r: None, graph=True,
+            objective=lambda chunk, u: (weights[chunk.input_index] * u * u).sum(),
+        )  # fmt: skip
+    torch.testing.assert_close(again, expected, rtol=1e-12, atol=1e-12)
+    assert not inputs.requires_grad and inputs.grad is None
+
+
+def test_graph_path_runs_in_the_models_precision_and_does_not_retry_out_of_memory():
+    inputs = torch.rand(2, 3, 4, 4)
+    engine = _graph_engine(16, autocast=torch.bfloat16)
+    modes = []
+
+    def record(chunk):
+        modes.append((chunk.graph, torch.is_autocast_enabled("cpu")))
+        return chunk.inputs
+
+    engine.run(inputs, 2, 0, record, lambda c, r: None)
+    engine.run(inputs, 2, 0, record, lambda c, r: None, graph=True,
+               objective=lambda c, u: u.sum())  # fmt: skip
+    assert modes == [(False, True), (True, False)]
+    sizes = []
+
+    def out_of_memory(chunk):
+        sizes.append(len(chunk.inputs))
+        raise torch.OutOfMemoryError("simulated")
+
+    with pytest.raises(torch.OutOfMemoryError):
+        engine.run(inputs, 10, 3, out_of_memory, lambda c, r: None, graph=True,
+                   objective=lambda c, u: u.sum())  # fmt: skip
+    assert sizes == [16]
+
+
+def test_graph_path_checks_before_the_gradient_and_refuses_bad_use():
+    from captum_fvit.errors import NonFiniteError
+
+    inputs = torch.rand(2, 3, 4, 4)
+    engine = _graph_engine(4)
+    called = []
+
+    def nan_model(chunk):
+        logits = chunk.inputs.flatten(1)[:, :3] * torch.tensor([1.0, float("nan"), 1.0])
+        chunk.watch("model", logits)
+        return logits
+
+    with pytest.raises(NonFiniteError, match="logits") as caught:
+        engine.run(inputs, 2, 0, nan_model, lambda c, r: None, graph=True,
+                   objective=lambda c, r: called.append(1) or r.sum())  # fmt: skip
+    assert caught.value.stage == "model" and not called  # stopped before the backward pass
+    with pytest.raises(ValueError, match="pass both"):
+        engine.run(inputs, 2, 0, lambda c: c.inputs, lambda c, r: None, graph=True)
+    with pytest.raises(ValueError, match="pass both"):
+        engine.run(inputs, 2, 0, lambda c: c.inputs, lambda c, r: None, objective=lambda c, r: r)
+
+    class Detaching:
+        def __call__(self, x, sigma, generator=None):
+            return x.detach()
+
+    cut = SmoothingEngine(Detaching(), 0.1, Normalization.identity())
+    with pytest.raises(RuntimeError, match="cut the gradient"):
+        cut.run(inputs, 2, 0, lambda c: c.inputs, lambda c, r: None, graph=True,
+                objective=lambda c, u: u.sum())  # fmt: skip
+    # The no-graph path runs the denoiser without autograd.
+    seen = []
+    engine.run(inputs.requires_grad_(True), 2, 0, lambda c: seen.append(c.inputs.requires_grad),
+               lambda c, r: None)  # fmt: skip
+    assert seen == [False]

@@ -32,10 +32,11 @@ from ..model_io import (
     forward_args_tuple,
     index_batch_args,
 )
-from ..noise import random_seed
-from ..smoothing import SELECTION_STREAM, Chunk, SmoothingEngine, sample_range
+from ..noise import SELECTION_STREAM, random_seed
+from ..sample_size import choose_n_samples
+from ..smoothing import Chunk, SmoothingEngine, sample_range
 from ..space import UPSAMPLE_MODES, tokens_to_pixels
-from ..stats import ClassCounts, RunningMoments, TopKVotes
+from ..stats import ClassCounts, MapStatistics, normalize_maps
 from ..validation import check_choice, check_count, check_k, check_seed
 from .base import ViTAttribution, prepare_inputs, token_grid
 from .selection import explained_classes, select_classes
@@ -45,12 +46,7 @@ __all__ = ["DDSAttention", "DDSResult", "SMOOTHINGS", "normalize_maps"]
 #: How token maps are smoothed.
 SMOOTHINGS = ("mean", "vote")
 
-
-def normalize_maps(maps: torch.Tensor) -> torch.Tensor:
-    """``h = a⁺ / Σ a⁺`` per row (all-zero rows stay zero): a [0, 1]-valued map summing to 1."""
-    positive = maps.clamp(min=0)
-    total = positive.sum(dim=1, keepdim=True)
-    return positive / torch.where(total > 0, total, torch.ones_like(total))
+# ``normalize_maps`` (h = a⁺ / Σ a⁺) lives in :mod:`captum_fvit.stats`; re-exported here.
 
 
 @dataclass
@@ -128,29 +124,17 @@ class _Statistics:
     """Streaming statistics of one DDS call (per call, never stored on the attribution)."""
 
     def __init__(self, n_inputs: int, k: int | None, device) -> None:
-        self.n_inputs = n_inputs
-        self.k = k
-        self.device = device
-        self.moments: RunningMoments | None = None
-        self.votes: TopKVotes | None = None
+        self.maps = MapStatistics(n_inputs, k, device)
         self.classes = ClassCounts(n_inputs, device)
         self.layout: TokenLayout | None = None
 
     def fold(self, chunk: Chunk, result: tuple[torch.Tensor, torch.Tensor]) -> None:
         maps, logits = result
-        if self.moments is None:
-            self.moments = RunningMoments(self.n_inputs, (maps.shape[1],), self.device)
-            if self.k is not None:
-                self.votes = TopKVotes(self.n_inputs, maps.shape[1], self.k, self.device)
-        self.moments.update(chunk.input_index, normalize_maps(maps))
-        if self.votes is not None:
-            self.votes.update(chunk.input_index, maps)
+        self.maps.update(chunk.input_index, maps)
         self.classes.update(chunk.input_index, logits)
 
     def all_reduce(self, process_group) -> None:
-        self.moments.all_reduce(process_group)
-        if self.votes is not None:
-            self.votes.all_reduce(process_group)
+        self.maps.all_reduce(process_group)
         self.classes.all_reduce(process_group)
 
 
@@ -320,7 +304,9 @@ class DDSAttention(ViTAttribution):
         process_group=None,
     ) -> torch.Tensor:
         """``N×K`` class counts of the model on ``n_samples`` denoised samples per input
-        (``stream`` 1, the default: the selection samples; 0: the estimation samples)."""
+        (``stream``: :data:`~captum_fvit.noise.SELECTION_STREAM`, the default, for the
+        selection samples; :data:`~captum_fvit.noise.ESTIMATION_STREAM` for the estimation
+        samples)."""
         prepared = prepare_inputs(inputs, self.model, self.normalization)
         seed = check_seed(seed)
         with model_lock(self.model):
@@ -425,12 +411,12 @@ class DDSAttention(ViTAttribution):
             stats = self._run(
                 images, samples, seed, explained, forward_args, k, process_group, progress
             )
-        moments = stats.moments
+        moments = stats.maps.moments
         return DDSResult(
             mean=moments.mean.to(images.dtype),
             std=moments.std.to(images.dtype),
             variance=moments.variance,
-            votes=stats.votes.counts if stats.votes is not None else None,
+            votes=stats.maps.vote_counts,
             k=k,
             class_counts=stats.classes.counts,
             mean_softmax=stats.classes.mean_softmax(moments.count).to(images.dtype),
@@ -459,14 +445,12 @@ class DDSAttention(ViTAttribution):
         to agree on the top-``k`` tokens with mean overlap ``stability``.
 
         A pilot run with the configured ``n_samples`` gives each token's mean and variance
-        (streamed anyway); :func:`captum_fvit.evaluate.floor.choose_n_samples` turns them into
+        (streamed anyway); :func:`captum_fvit.sample_size.choose_n_samples` turns them into
         the smallest ``n`` whose simulated seed-to-seed overlap reaches ``stability``. It treats
         tokens as independent, which is optimistic for sum-normalised maps: ask for a little
         more than you need and check with two seeds. Mean smoothing only (the statistic
         whose variance is streamed).
         """
-        from ..evaluate.floor import choose_n_samples  # evaluate builds on attr, not back
-
         k = check_k(k)
         if self.n_samples < 2:
             raise ValueError("the pilot run needs n_samples ≥ 2 for a variance")

@@ -4,7 +4,7 @@ One routine, shared by :class:`~captum_fvit.DDS`, :class:`~captum_fvit.DDSAttent
 :class:`~captum_fvit.FaithfulRegion`, so that with the same ``seed`` and ``n_select`` they
 always explain and certify the same class: the majority class of the model over
 ``n_select`` denoised noise samples drawn from their own noise stream
-(:data:`~captum_fvit.smoothing.SELECTION_STREAM`), independent of the samples that estimate
+(:data:`~captum_fvit.noise.SELECTION_STREAM`), independent of the samples that estimate
 the explanation and the prediction's probability (step 1 of Cohen et al.'s CERTIFY; ties go
 to the lowest class index).
 """
@@ -18,7 +18,8 @@ import torch
 
 from ..certify import select_class
 from ..model_io import TargetType, index_batch_args, logits_of, resolve_target
-from ..smoothing import SELECTION_STREAM, SmoothingEngine
+from ..noise import SELECTION_STREAM
+from ..smoothing import SmoothingEngine
 
 __all__ = ["ClassSelection", "explained_classes", "select_classes"]
 

@@ -7,19 +7,21 @@ gradients are expectations too (expectation over transformation, EOT):
 
     ``∇_x g_i(x) = E_δ[∇_x h_i(D(x + δ))]``,  estimated by ``(1/m) Σ_s ∇_x h_i(D(x + δ_s))``.
 
-:class:`DifferentiableDDS` computes these estimates *through* the whole pipeline — pixel noise
-→ denoiser (the one-shot UNet with autograd, never under ``no_grad``) → ViT with attention
-recorded → the explanation methods of :mod:`captum_fvit.explain` run inside
-:func:`~captum_fvit.explain.base.keep_graph` (gradient methods use second-order gradients:
-``∂y/∂A`` is taken with ``create_graph=True``). Memory is bounded: the ``m·N`` (sample,
-image) pairs are walked in chunks of ``chunk_size`` images, each chunk's gradient is taken and
-added to a running sum, and its graph is freed before the next chunk.
+:class:`DifferentiableDDS` is a thin layer on the one smoothing engine
+(:class:`~captum_fvit.smoothing.SmoothingEngine`): the engine chunks the ``m·N`` (sample,
+image) pairs, draws the noise by ``(seed, stream, sample)``, gives the denoiser its
+randomness, stops on non-finite values (:class:`~captum_fvit.errors.NonFiniteError`) and, on
+its graph path, sums each chunk's gradient and frees the chunk's graph before the next. This
+module adds what is particular to attacks: several explanation methods on one set of denoised
+samples (one denoiser call and one ViT forward per chunk), run inside
+:func:`~captum_fvit.explain.base.keep_graph` (gradient methods take ``∂y/∂A`` with
+``create_graph=True``: second-order gradients), and the linear objectives whose EOT gradient
+is taken.
 
-Noise sample ``s`` is :func:`captum_fvit.noise.draw_noise` ``(seed, s, stream)``, exactly the
-noise the smoothing engine uses, so with the same ``seed`` and ``stream=0`` the values (not
-the gradients) equal :class:`~captum_fvit.DDSAttention`'s, and neither depends on
-``chunk_size``. Several methods can share one set of denoised samples (one denoiser call and
-one ViT forward per chunk), which is what the paper preset does.
+With the same seed, stream and samples the values (not the gradients) equal
+:class:`~captum_fvit.DDSAttention`'s — maps, top-k votes, class counts (run it with
+``autocast=False``; ``tests/test_one_engine.py`` pins this) — and neither depends on
+``chunk_size``.
 
 All images here are in **[0, 1] pixel units**; σ too.
 """
@@ -36,15 +38,16 @@ import torch
 from torch import nn
 
 from ..attention import AttentionAdapter, AttentionRecorder, find_adapter
-from ..attr.dds_attention import normalize_maps
-from ..denoise.base import check_sigma
+from ..attr.selection import select_classes
+from ..concurrency import model_lock
 from ..denoise.identity import IdentityDenoiser
 from ..explain.base import TokenMapMethod, keep_graph, make_method
-from ..explain.targets import logits_of
-from ..noise import NOISE_KINDS, SampleNoise, block_seed, draw_noise
-from ..smoothing import SELECTION_STREAM
+from ..model_io import logits_of
+from ..noise import ESTIMATION_STREAM
+from ..smoothing import Chunk, SmoothingEngine
 from ..space import Normalization, resolve_normalization
-from ..validation import check_count, check_seed
+from ..stats import ClassCounts, MapStatistics, normalize_maps
+from ..validation import check_count, check_image_batch, check_k, check_seed
 
 __all__ = ["DifferentiableDDS", "SmoothedEstimate", "differentiable_denoiser"]
 
@@ -91,6 +94,11 @@ class SmoothedEstimate:
         ``N×C×H×W`` gradient (pixel units) of the requested objective, or ``None``.
     target : Tensor or None
         ``N`` class explained by class-specific methods.
+    votes : dict of str to Tensor or None
+        Method name → ``N×P`` int64 counts of samples in which the token was among the top
+        ``k`` of the raw map (as ``DDSResult.votes``); ``None`` without a ``k``.
+    k : int or None
+        The ``k`` of ``votes``.
     """
 
     maps: dict[str, torch.Tensor]
@@ -100,6 +108,8 @@ class SmoothedEstimate:
     n_samples: int
     grad: torch.Tensor | None
     target: torch.Tensor | None
+    votes: dict[str, torch.Tensor] | None = None
+    k: int | None = None
 
     @property
     def predicted(self) -> torch.Tensor:
@@ -123,6 +133,50 @@ class _FanOut:
 
     def on_gradient(self, layer: int, grad: torch.Tensor) -> None:  # pragma: no cover
         pass
+
+
+class _Estimates:
+    """The streaming statistics of one pass: one :class:`MapStatistics` per method and the
+    shared :class:`ClassCounts`."""
+
+    def __init__(self, n_inputs: int, names: list[str], k: int | None, device) -> None:
+        self.maps = {name: MapStatistics(n_inputs, k, device) for name in names}
+        self.classes = ClassCounts(n_inputs, device)
+        self.k = k
+
+    def fold(self, chunk: Chunk, result: tuple[dict[str, torch.Tensor], torch.Tensor]) -> None:
+        maps, logits = result
+        for name, stats in self.maps.items():
+            stats.update(chunk.input_index, maps[name])
+        self.classes.update(chunk.input_index, logits)
+
+    def result(self, n_samples: int, dtype, grad, target) -> SmoothedEstimate:
+        moments = {name: stats.moments for name, stats in self.maps.items()}
+        if n_samples > 1:
+            variance = {name: m.variance for name, m in moments.items()}
+        else:
+            variance = {name: torch.full_like(m.sum, float("nan")) for name, m in moments.items()}
+        votes = None
+        if self.k is not None:
+            votes = {name: stats.vote_counts for name, stats in self.maps.items()}
+        return SmoothedEstimate(
+            maps={name: m.mean.to(dtype) for name, m in moments.items()},
+            variance=variance,
+            mean_softmax=(self.classes.softmax_sum / n_samples).to(dtype),
+            class_counts=self.classes.counts,
+            n_samples=n_samples,
+            grad=grad,
+            target=target,
+            votes=votes,
+            k=self.k,
+        )
+
+
+def _softmax(logits: torch.Tensor) -> torch.Tensor:
+    """Softmax in at least float32, keeping the graph."""
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()
+    return logits.softmax(dim=1)
 
 
 class DifferentiableDDS:
@@ -153,14 +207,14 @@ class DifferentiableDDS:
         Clamp denoised images to [0, 1] (as the smoothing engine's ``clamp``).
     n_select : int, default 32
         Samples (selection stream) choosing the class explained by class-specific methods
-        when no ``target`` is given.
+        when no ``target`` is given (the routine of :class:`~captum_fvit.DDSAttention`).
     adapter : AttentionAdapter, optional
         Force an attention adapter.
 
     Notes
     -----
-    Runs in the models' own precision (no autocast): the EOT gradient is a small average of
-    per-sample gradients and reduced precision would bias it.
+    Runs in the models' own precision (an engine with ``autocast=False``): the EOT gradient
+    is a small average of per-sample gradients and reduced precision would bias it.
     """
 
     def __init__(
@@ -177,8 +231,6 @@ class DifferentiableDDS:
         n_select: int = 32,
         adapter: AttentionAdapter | None = None,
     ) -> None:
-        if noise not in NOISE_KINDS:
-            raise ValueError(f"noise must be one of {NOISE_KINDS}, got {noise!r}")
         if isinstance(methods, (str, TokenMapMethod)):
             methods = [methods]
         built = [make_method(m) for m in methods]
@@ -188,13 +240,22 @@ class DifferentiableDDS:
         if len(set(names)) != len(names):
             raise ValueError(f"each method may appear once, got {names}")
         self.model = model
-        self.denoiser = differentiable_denoiser(denoiser)
-        self.methods: dict[str, TokenMapMethod] = dict(zip(names, built, strict=True))
-        self.sigma = check_sigma(sigma)
-        self.normalization = normalization or resolve_normalization(model)
         self.chunk_size = check_count(chunk_size, "chunk_size")
-        self.noise = noise
-        self.clamp = bool(clamp)
+        self.engine = SmoothingEngine(
+            differentiable_denoiser(denoiser),
+            sigma,
+            normalization or resolve_normalization(model),
+            batch_size=self.chunk_size,
+            noise=noise,
+            clamp=bool(clamp),
+            autocast=False,
+        )
+        self.denoiser = self.engine.denoiser
+        self.sigma = self.engine.sigma
+        self.normalization = self.engine.normalization
+        self.noise = self.engine.noise
+        self.clamp = self.engine.clamp
+        self.methods: dict[str, TokenMapMethod] = dict(zip(names, built, strict=True))
         self.n_select = check_count(n_select, "n_select")
         self.adapter = adapter if adapter is not None else find_adapter(model)
         self.num_layers = len(self.adapter.attention_modules(model))
@@ -206,6 +267,8 @@ class DifferentiableDDS:
             )
         self._layers = {n: set(m.layers(self.num_layers)) for n, m in self.methods.items()}
         self._grad_methods = [n for n, m in self.methods.items() if m.needs_gradients]
+        self._recorded = sorted(set().union(*self._layers.values()))
+        self._grad_layers = sorted(set().union(*(self._layers[m] for m in self._grad_methods)))
 
     @property
     def class_specific(self) -> bool:
@@ -220,8 +283,9 @@ class DifferentiableDDS:
         seed: int,
         *,
         target: torch.Tensor | None = None,
-        stream: int = 0,
+        stream: int = ESTIMATION_STREAM,
         start: int = 0,
+        k: int | None = None,
     ) -> SmoothedEstimate:
         """Smoothed maps and softmax of ``pixels`` (no gradient), samples ``start .. start+n-1``.
 
@@ -236,12 +300,14 @@ class DifferentiableDDS:
         target : Tensor, optional
             ``N`` classes explained by class-specific methods (default: the smoothed
             prediction on ``n_select`` selection samples).
-        stream : int, default 0
-            Noise stream (0 = the stream DDSAttention uses).
+        stream : int, default :data:`~captum_fvit.noise.ESTIMATION_STREAM`
+            Noise stream (the estimation stream is the one DDSAttention uses).
         start : int, default 0
             First sample index (EOT steps use disjoint sample ranges).
+        k : int, optional
+            Also count top-``k`` votes of each method's raw maps (``SmoothedEstimate.votes``).
         """
-        return self._pass(pixels, n_samples, seed, target, stream, start, None, None)
+        return self._pass(pixels, n_samples, seed, target, stream, start, None, None, k)
 
     def gradient(
         self,
@@ -252,7 +318,7 @@ class DifferentiableDDS:
         map_weights: dict[str, torch.Tensor] | None = None,
         prob_weights: torch.Tensor | None = None,
         target: torch.Tensor | None = None,
-        stream: int = 0,
+        stream: int = ESTIMATION_STREAM,
         start: int = 0,
     ) -> SmoothedEstimate:
         """EOT gradient of a linear functional of the smoothed outputs, in one chunked pass.
@@ -283,7 +349,7 @@ class DifferentiableDDS:
         loss: Callable[[dict[str, torch.Tensor], torch.Tensor], torch.Tensor],
         *,
         target: torch.Tensor | None = None,
-        stream: int = 0,
+        stream: int = ESTIMATION_STREAM,
         start: int = 0,
     ) -> tuple[torch.Tensor, SmoothedEstimate]:
         """Gradient of a *nonlinear* ``loss(maps, mean_softmax) -> N`` of the smoothed outputs.
@@ -314,13 +380,23 @@ class DifferentiableDDS:
         return values.detach(), second
 
     def select_target(self, pixels: torch.Tensor, seed: int) -> torch.Tensor:
-        """``N`` majority class of the ViT over ``n_select`` denoised selection samples."""
-        counts = self._pass(
-            pixels, self.n_select, seed, None, SELECTION_STREAM, 0, None, None, maps=False
-        ).class_counts
-        return counts.argmax(dim=1)
+        """``N`` majority class of the ViT over ``n_select`` denoised selection samples
+        (:func:`captum_fvit.attr.selection.select_classes`, as DDSAttention)."""
+        pixels = check_image_batch(pixels, "pixels")
+        inputs = self.normalization.from_pixels(pixels.detach())
+        with model_lock(self.model):
+            return select_classes(
+                self.engine, self.model, inputs, self.n_select, self._seed(seed)
+            ).classes
 
     # -- the pass -----------------------------------------------------------------------------
+    @staticmethod
+    def _seed(seed: object) -> int:
+        seed = check_seed(seed)
+        if seed is None:
+            raise TypeError("seed must be an int: EOT samples are addressed by (seed, sample)")
+        return seed
+
     def _pass(
         self,
         pixels: torch.Tensor,
@@ -331,182 +407,110 @@ class DifferentiableDDS:
         start: int,
         map_weights: dict[str, torch.Tensor] | None,
         prob_weights: torch.Tensor | None,
-        *,
-        maps: bool = True,
+        k: int | None = None,
     ) -> SmoothedEstimate:
-        if not isinstance(pixels, torch.Tensor) or pixels.dim() != 4:
-            raise ValueError("pixels must be an N×C×H×W tensor of images in [0, 1] pixel units")
+        pixels = check_image_batch(pixels, "pixels")
         n_samples = check_count(n_samples, "n_samples")
-        seed = check_seed(seed)
-        if seed is None:
-            raise TypeError("seed must be an int: EOT samples are addressed by (seed, sample)")
+        seed = self._seed(seed)
         start = check_count(start, "start", minimum=0)
-        want_grad = map_weights is not None or prob_weights is not None
-        n = pixels.shape[0]
-        device = pixels.device
-        leaf = pixels.detach().requires_grad_(want_grad)
-        if maps and self._grad_methods and target is None:
-            target = self.select_target(pixels.detach(), seed)
-        if target is not None:
-            target = torch.as_tensor(target, device=device).long().reshape(-1)
-            if target.numel() == 1:
-                target = target.expand(n)
-            if target.numel() != n:
-                raise ValueError(f"target has {target.numel()} entries for {n} images")
-        method_names = list(self.methods) if maps else []
-        sums: dict[str, torch.Tensor] = {}
-        squares: dict[str, torch.Tensor] = {}
-        prob_sum: torch.Tensor | None = None
-        counts: torch.Tensor | None = None
-        grad = torch.zeros_like(pixels) if want_grad else None
-        layers = sorted(set().union(*(self._layers[m] for m in method_names))) if method_names else [
-            self.num_layers - 1
-        ]
-        total = n_samples * n
-        recorder = AttentionRecorder(self.model, layers=layers, adapter=self.adapter)
-        with recorder:
-            for chunk_start in range(0, total, self.chunk_size):
-                chunk_stop = min(chunk_start + self.chunk_size, total)
-                flat = torch.arange(chunk_start, chunk_stop, device=device)
-                sample = flat // n + start
-                image = flat % n
-                chunk_maps, logits = self._chunk(
-                    recorder, leaf, image, sample, seed, stream, target, method_names, want_grad,
-                    chunk_start,
+        k = None if k is None else check_k(k)
+        graph = map_weights is not None or prob_weights is not None
+        objective = self._objective(map_weights or {}, prob_weights) if graph else None
+        inputs = self.normalization.from_pixels(pixels.detach())
+        estimates = _Estimates(pixels.shape[0], list(self.methods), k, pixels.device)
+        with model_lock(self.model):
+            target = self._target(pixels, seed, target)
+            recorder = AttentionRecorder(self.model, layers=self._recorded, adapter=self.adapter)
+            with recorder:
+                grad = self.engine.run(
+                    inputs,
+                    range(start, start + n_samples),
+                    seed,
+                    lambda chunk: self._compute(recorder, chunk, target),
+                    estimates.fold,
+                    stream=stream,
+                    graph=graph,
+                    objective=objective,
                 )
-                probs = logits.double().softmax(dim=1) if logits.dtype == torch.float64 else (
-                    logits.float().softmax(dim=1)
-                )
-                if want_grad:
-                    objective = torch.zeros((), dtype=leaf.dtype, device=device)
-                    for name, weight in (map_weights or {}).items():
-                        objective = objective + (weight[image].to(chunk_maps[name].dtype)
-                                                 * chunk_maps[name]).sum()
-                    if prob_weights is not None:
-                        objective = objective + (prob_weights[image].to(probs.dtype) * probs).sum()
-                    if objective.requires_grad:
-                        (chunk_grad,) = torch.autograd.grad(objective, leaf)
-                        grad += chunk_grad / n_samples
-                with torch.no_grad():
-                    for name in method_names:
-                        h = chunk_maps[name].detach().double()
-                        if name not in sums:
-                            sums[name] = torch.zeros((n, h.shape[1]), dtype=torch.float64, device=device)
-                            squares[name] = torch.zeros_like(sums[name])
-                        sums[name].index_add_(0, image, h)
-                        squares[name].index_add_(0, image, h * h)
-                    p = probs.detach().double()
-                    if prob_sum is None:
-                        prob_sum = torch.zeros((n, p.shape[1]), dtype=torch.float64, device=device)
-                        counts = torch.zeros((n, p.shape[1]), dtype=torch.long, device=device)
-                    prob_sum.index_add_(0, image, p)
-                    counts.index_add_(
-                        0, image, torch.nn.functional.one_hot(p.argmax(1), p.shape[1]).long()
-                    )
-        dtype = pixels.dtype
-        means = {k: (v / n_samples).to(dtype) for k, v in sums.items()}
-        variance = {}
-        for k, v in sums.items():
-            if n_samples > 1:
-                var = (squares[k] - v * v / n_samples) / (n_samples - 1)
-                variance[k] = var.clamp(min=0)
-            else:
-                variance[k] = torch.full_like(v, float("nan"))
-        return SmoothedEstimate(
-            maps=means,
-            variance=variance,
-            mean_softmax=(prob_sum / n_samples).to(dtype),
-            class_counts=counts,
-            n_samples=n_samples,
-            grad=grad,
-            target=target,
+        return estimates.result(
+            n_samples, pixels.dtype, None if grad is None else grad / n_samples, target
         )
 
-    def _denoise(
-        self, noisy: torch.Tensor, seed: int, stream: int, chunk_start: int, sample: torch.Tensor
-    ) -> torch.Tensor:
-        if getattr(self.denoiser, "accepts_sample_noise", False):
-            generator: Any = SampleNoise(seed, sample, stream=2_000 + stream)
-        else:
-            generator = torch.Generator(device=noisy.device)
-            generator.manual_seed(block_seed(seed, chunk_start, stream=1_000 + stream))
-        denoised = self.denoiser(noisy, self.sigma, generator)
-        if denoised.shape != noisy.shape:
-            raise ValueError(
-                f"the denoiser returned shape {tuple(denoised.shape)} for inputs of shape "
-                f"{tuple(noisy.shape)}; a denoiser must return images of the input's size"
-            )
-        if noisy.requires_grad and not denoised.requires_grad:
-            raise RuntimeError(
-                "the denoiser cut the gradient (its output does not require grad): adaptive "
-                "attacks need a denoiser that runs with autograd (DiffusionDenoiser is made "
-                "differentiable automatically; a custom denoiser must not use torch.no_grad)"
-            )
-        denoised = denoised.to(noisy.dtype)
-        return denoised.clamp(0, 1) if self.clamp else denoised
+    def _target(self, pixels: torch.Tensor, seed: int, target) -> torch.Tensor | None:
+        n = pixels.shape[0]
+        if target is None:
+            return self.select_target(pixels, seed) if self._grad_methods else None
+        target = torch.as_tensor(target, device=pixels.device).long().reshape(-1)
+        if target.numel() == 1:
+            target = target.expand(n)
+        if target.numel() != n:
+            raise ValueError(f"target has {target.numel()} entries for {n} images")
+        return target
 
-    def _chunk(
-        self,
-        recorder: AttentionRecorder,
-        leaf: torch.Tensor,
-        image: torch.Tensor,
-        sample: torch.Tensor,
-        seed: int,
-        stream: int,
-        target: torch.Tensor | None,
-        method_names: list[str],
-        want_grad: bool,
-        chunk_start: int,
+    @staticmethod
+    def _objective(map_weights: dict[str, torch.Tensor], prob_weights: torch.Tensor | None):
+        """``objective(chunk, (maps, logits))``: the chunk's part of ``J`` (:meth:`gradient`)."""
+
+        def objective(chunk: Chunk, result) -> torch.Tensor:
+            maps, logits = result
+            index = chunk.input_index
+            terms = []
+            for name, weight in map_weights.items():
+                h = normalize_maps(maps[name])
+                terms.append((weight.to(h.device, h.dtype)[index] * h).sum())
+            if prob_weights is not None:
+                probs = _softmax(logits)
+                terms.append((prob_weights.to(probs.device, probs.dtype)[index] * probs).sum())
+            return sum(terms[1:], terms[0])
+
+        return objective
+
+    def _compute(
+        self, recorder: AttentionRecorder, chunk: Chunk, target: torch.Tensor | None
     ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-        first, last = int(sample.min()), int(sample.max()) + 1
-        noise = draw_noise(
-            seed, first, last, tuple(leaf.shape[1:]), self.sigma,
-            device=leaf.device, kind=self.noise, stream=stream,
-        ).to(leaf.dtype)
+        """ViT forward with attention recorded, then every method's raw token map."""
         accumulators = {
-            name: self.methods[name].accumulator(self.num_layers, self.cls_index)
-            for name in method_names
+            name: method.accumulator(self.num_layers, self.cls_index)
+            for name, method in self.methods.items()
         }
         listener = _FanOut(accumulators, self._layers)
         recorder.listener = listener
-        grad_methods = [m for m in method_names if m in self._grad_methods]
-        graph = keep_graph() if want_grad else contextlib.nullcontext()
+        kept = keep_graph() if chunk.graph else contextlib.nullcontext()
+        x = chunk.inputs
+        if self._grad_methods and not chunk.graph:
+            x = x.detach().requires_grad_(True)  # what the explainer does for ∂y/∂A
         try:
-            with graph, torch.set_grad_enabled(want_grad or bool(grad_methods)):
-                with torch.set_grad_enabled(want_grad):
-                    noisy = leaf[image] + noise[sample - first]
-                    denoised = self._denoise(noisy, seed, stream, chunk_start, sample)
-                    inputs = self.normalization.from_pixels(denoised)
-                logits = logits_of(self.model(inputs))
-                if not torch.isfinite(logits).all():
-                    raise ValueError("the model returned non-finite logits on denoised samples")
-                if grad_methods:
-                    layers = sorted(set().union(*(self._layers[m] for m in grad_methods)))
-                    recorded = [listener.recorded[layer] for layer in layers]
-                    score = logits.gather(1, target[image][:, None]).sum()
-                    try:
-                        grads = torch.autograd.grad(
-                            score, recorded, create_graph=want_grad, retain_graph=True
-                        )
-                    except RuntimeError as err:
-                        raise RuntimeError(
-                            "cannot differentiate the logit with respect to the recorded "
-                            f"attention of this {type(self.model).__name__} ({err}); gradient "
-                            "methods in DifferentiableDDS need an adapter whose recorded "
-                            "probabilities lie on the forward path (timm, Hugging Face)"
-                        ) from None
-                    for layer, g in reversed(list(zip(layers, grads, strict=True))):
-                        for name in grad_methods:
-                            if layer in self._layers[name]:
-                                accumulators[name].on_gradient(layer, g)
-                layout = recorder.layout(leaf.shape[-2:])
-                maps = {name: normalize_maps(acc.result(layout)) for name, acc in accumulators.items()}
+            with kept, torch.set_grad_enabled(chunk.graph or bool(self._grad_methods)):
+                logits = logits_of(self.model(x))
+                chunk.watch("model", logits)
+                if self._grad_methods:
+                    score = logits.gather(1, target[chunk.input_index][:, None]).sum()
+                    self._attention_gradients(listener, score, chunk.graph)
+                layout = recorder.layout(x.shape[-2:])
+                maps = {name: acc.result(layout) for name, acc in accumulators.items()}
         finally:
             recorder.reset()
-        for name, m in maps.items():
-            if not torch.isfinite(m).all():
-                raise ValueError(f"method {name!r} returned non-finite token maps")
-        if not want_grad:
-            logits = logits.detach()
-            maps = {k: v.detach() for k, v in maps.items()}
+        for values in maps.values():
+            chunk.watch("method", values)
+        if not chunk.graph:
+            return {k: v.detach() for k, v in maps.items()}, logits.detach()
         return maps, logits
+
+    def _attention_gradients(self, listener: _FanOut, score: torch.Tensor, graph: bool) -> None:
+        """Hand ``∂score/∂A`` of the recorded layers to the gradient methods (last layer
+        first), with ``create_graph`` on the graph path (second-order gradients)."""
+        layers = self._grad_layers
+        recorded = [listener.recorded[layer] for layer in layers]
+        try:
+            grads = torch.autograd.grad(score, recorded, create_graph=graph, retain_graph=graph)
+        except RuntimeError as err:
+            raise RuntimeError(
+                "cannot differentiate the logit with respect to the recorded attention of this "
+                f"{type(self.model).__name__} ({err}); gradient methods in DifferentiableDDS "
+                "need an adapter whose recorded probabilities lie on the forward path (timm, "
+                "Hugging Face)"
+            ) from None
+        for layer, grad in reversed(list(zip(layers, grads, strict=True))):
+            for name in self._grad_methods:
+                if layer in self._layers[name]:
+                    listener.accumulators[name].on_gradient(layer, grad)
