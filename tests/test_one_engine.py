@@ -187,3 +187,28 @@ def test_a_denoiser_that_cuts_the_gradient_is_refused(vit):
     dds = DifferentiableDDS(vit, Detaching(), "raw", SIGMA)
     with pytest.raises(RuntimeError, match="cut the gradient"):
         dds.gradient(_pixels(), 2, seed=0, map_weights={"raw": torch.ones(2, 16)})
+
+
+@pytest.mark.parametrize("method", ["rollout", "grad_rollout"])
+def test_pooled_vits_are_explained_by_the_mean_query_on_both_paths(method):
+    """A ViT without a class token: both paths explain the mean query, and the adaptive
+    EOT-PGD (built on DifferentiableDDS) runs on it instead of refusing it."""
+    from captum_fvit.denoise import IdentityDenoiser
+    from captum_fvit.evaluate import eot_pgd_attack
+
+    pooled = make_timm_vit(depth=2, class_token=False, global_pool="avg").double()
+    x = _pixels()
+    dds = DifferentiableDDS(pooled, None, method, SIGMA, chunk_size=CHUNK, n_select=N_SELECT)
+    est = dds.estimate(x, N_SAMPLES, seed=5, k=K)
+    reference = DDSAttention(
+        pooled, None, method, sigma=SIGMA, n_samples=N_SAMPLES, batch_size=CHUNK,
+        n_select=N_SELECT, k=K, autocast=False,
+    ).details(dds.normalization.from_pixels(x), seed=5)  # fmt: skip
+    torch.testing.assert_close(est.maps[method], reference.mean, rtol=0, atol=1e-10)
+    assert torch.equal(est.votes[method], reference.votes)
+    adversarial = eot_pgd_attack(
+        pooled, IdentityDenoiser(), dds.normalization.from_pixels(x), eps=4 / 255, sigma=SIGMA, n_eot=2,
+        steps=2, normalization=dds.normalization, seed=0,
+    )  # fmt: skip
+    moved = dds.normalization.to_pixels(adversarial) - x
+    assert moved.abs().max() > 0 and moved.abs().max() <= 4 / 255 + 1e-9

@@ -259,12 +259,14 @@ class DifferentiableDDS:
         self.n_select = check_count(n_select, "n_select")
         self.adapter = adapter if adapter is not None else find_adapter(model)
         self.num_layers = len(self.adapter.attention_modules(model))
+        reason = self.adapter.unsupported_reason(model)
+        if reason is not None:
+            raise ValueError(f"cannot explain this model with {names}: {reason}")
+        #: Class-token index, or ``None``: the explained row is the mean query (pooled models),
+        #: exactly as :class:`~captum_fvit.AttentionMap` and :class:`~captum_fvit.DDSAttention`.
         self.cls_index = self.adapter.cls_index(model)
-        if self.cls_index is None:
-            raise ValueError(
-                f"{type(model).__name__} has no class token: the attention methods read its "
-                "row; use a model with a class token"
-            )
+        stages = tuple(self.adapter.layer_stages(model))
+        self._stages = stages if any(stages) else None
         self._layers = {n: set(m.layers(self.num_layers)) for n, m in self.methods.items()}
         self._grad_methods = [n for n, m in self.methods.items() if m.needs_gradients]
         self._recorded = sorted(set().union(*self._layers.values()))
@@ -470,7 +472,7 @@ class DifferentiableDDS:
     ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
         """ViT forward with attention recorded, then every method's raw token map."""
         accumulators = {
-            name: method.accumulator(self.num_layers, self.cls_index)
+            name: method.accumulator(self.num_layers, self.cls_index, self._stages)
             for name, method in self.methods.items()
         }
         listener = _FanOut(accumulators, self._layers)
