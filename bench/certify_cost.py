@@ -7,7 +7,7 @@ and ``sigma``, asking the same question: is the image (r, β, k)-faithful at ``-
 
 * fixed-n: ``FaithfulRegion.certify`` with ``n`` estimation samples (Clopper–Pearson); its
   answer is "certified" when ``min(R_β, R_pred) > r``, else "not certified";
-* sequential: :func:`captum_fvit.attr.sequential.certify_at_radius` with budget ``n_max = n``,
+* sequential: ``FaithfulRegion.decide`` (:func:`captum_fvit.attr.region_sequential.certify_at_radius`) with budget ``n_max = n``,
   stopping each image as soon as its answer is certified or certainly not.
 
 Both use the same ``n_select`` selection samples (not counted below: they are equal).
@@ -29,7 +29,6 @@ from scipy.stats import beta as beta_dist
 
 from captum_fvit import DDSAttention, FaithfulRegion
 from captum_fvit import certify as cert
-from captum_fvit.attr.sequential import certify_at_radius
 from captum_fvit.data import ShapesBenchmark
 from captum_fvit.models import load_default
 
@@ -66,8 +65,8 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=5)
     parser.add_argument("--beta", type=float, default=0.6)
     parser.add_argument("--alpha", type=float, default=0.001)
-    parser.add_argument("--chunk", type=int, default=32, help="samples per sequential look")
-    parser.add_argument("--method", default="beta_binomial", choices=["beta_binomial", "union"])
+    parser.add_argument("--samples-per-look", "--chunk", type=int, default=32, help="samples per sequential look")
+    parser.add_argument("--confidence-sequence", "--method", default="beta_binomial", choices=["beta_binomial", "union"])
     parser.add_argument("--margin", type=float, default=2.0, help="near boundary: R̂ within ×margin of r")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
@@ -85,12 +84,12 @@ def main() -> None:
         batch_size=args.batch_size,
         n_select=args.n_select,
     )
-    region = FaithfulRegion(dds, k=args.k, beta=args.beta, alpha=args.alpha, n=args.n)
+    region = FaithfulRegion(dds, k=args.k, beta=args.beta, alpha=args.alpha, n_samples=args.n)
 
     start = time.perf_counter()
-    sequential = certify_at_radius(
-        region, images, args.radius, seed=args.seed, n_max=args.n, chunk=args.chunk,
-        method=args.method,
+    sequential = region.decide(
+        images, args.radius, seed=args.seed, n_max=args.n,
+        samples_per_look=args.samples_per_look, confidence_sequence=args.confidence_sequence,
     )
     seconds_seq = time.perf_counter() - start
     start = time.perf_counter()
@@ -117,7 +116,8 @@ def main() -> None:
     print(
         f"bundled default, {args.images} shapes test images, rollout, vote smoothing, "
         f"σ={args.sigma}, k={args.k}, β={args.beta}, α=α_pred={args.alpha}, r={args.radius}, "
-        f"fixed n={args.n}, sequential n_max={args.n}, chunk={args.chunk}, {args.method}"
+        f"fixed n={args.n}, sequential n_max={args.n}, samples per look {args.samples_per_look}, "
+        f"{args.confidence_sequence}"
     )
     print(f"{'img':>3} {'fixed R':>8} {'plug-in':>8} {'fixed':>14} {'sequential':>14} {'samples':>7}")
     for r in rows:

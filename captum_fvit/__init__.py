@@ -10,7 +10,9 @@ DDSAttention
     one-shot diffusion denoising, attention of the denoised image, averaged over samples.
 FaithfulRegion
     Certified radius within which the top-k attention tokens and the prediction cannot
-    change, with explicit confidence.
+    change, with explicit confidence: ``certify`` (fixed n, :class:`RegionCertificate`),
+    ``decide`` (sequential test at a radius, :class:`SequentialCertificate`) and
+    ``anytime_radii`` (:class:`AnytimeCertificate`), all :class:`BaseCertificate` records.
 DDS
     The same denoised ensemble around any Captum attribution.
 DiffusionDenoiser, IdentityDenoiser, load_guided_diffusion
@@ -27,7 +29,17 @@ Normalization
 """
 
 from .attention import AttentionAdapter, AttentionRecorder, TokenLayout, register_adapter
-from .attr import DDS, AttentionMap, DDSAttention, DDSResult, FaithfulRegion, RegionCertificate
+from .attr import (
+    DDS,
+    AnytimeCertificate,
+    AttentionMap,
+    BaseCertificate,
+    DDSAttention,
+    DDSResult,
+    FaithfulRegion,
+    RegionCertificate,
+    SequentialCertificate,
+)
 from .denoise import DiffusionDenoiser, IdentityDenoiser, load_guided_diffusion
 from .errors import NonFiniteError
 from .explain import METHODS, TokenMapExplainer, make_method
@@ -37,15 +49,18 @@ __version__ = "0.1.0.dev0"
 
 __all__ = [
     "METHODS",
+    "AnytimeCertificate",
     "AttentionAdapter",
     "AttentionMap",
     "AttentionRecorder",
+    "BaseCertificate",
     "DDS",
     "DDSAttention",
     "DDSResult",
     "DiffusionDenoiser",
     "FaithfulRegion",
     "RegionCertificate",
+    "SequentialCertificate",
     "IdentityDenoiser",
     "NonFiniteError",
     "Normalization",

@@ -41,7 +41,6 @@ Maurer & Pontil (2009), "Empirical Bernstein bounds and sample variance penaliza
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -49,10 +48,16 @@ import torch
 from scipy.stats import beta as beta_dist
 from torch import Tensor
 
-from .validation import check_count, check_k, check_probability, check_sigma
+from .validation import check_alpha, check_count, check_k, check_probability, check_sigma
 
 __all__ = [
     "Bounds",
+    "as_counts",
+    "as_probabilities",
+    "as_sample_sizes",
+    "check_bound_pair",
+    "kth_largest_of_others",
+    "probit_margin",
     "ExplanationCertificate",
     "PredictionCertificate",
     "certify_explanation",
@@ -79,6 +84,8 @@ _TOL = 1e-6  # slack for float32 round-off when checking that probabilities lie 
 
 
 # --------------------------------------------------------------------------- validation
+# Argument checks live in captum_fvit.validation; the helpers below check the *tensors* of
+# the maths (counts, sample sizes, bounds) and are public for captum_fvit.certify_sequential.
 def require_gaussian(noise: str) -> None:
     """Raise unless ``noise`` names Gaussian noise, the only noise the certificates cover.
 
@@ -102,61 +109,92 @@ def require_gaussian(noise: str) -> None:
         )
 
 
-def _check_alpha(alpha: float) -> float:
-    return check_probability(alpha, "alpha (failure probability; None for a plug-in estimate)")
+_N_NAME = "n (number of noise samples)"
 
 
-def _check_sigma(sigma: float) -> float:
-    return check_sigma(sigma)
+def as_sample_sizes(n: int | Tensor, like: Tensor, minimum: int = 1) -> Tensor:
+    """Sample size(s) ``n`` as a float64 tensor on ``like``'s device, checked integral.
 
+    Parameters
+    ----------
+    n : int or Tensor
+        Number of samples: one int, or a tensor of integers broadcastable to ``like``.
+    like : Tensor
+        Gives the device.
+    minimum : int, default 1
+        Smallest allowed ``n`` (2 where a sample variance is needed).
 
-def _check_k(k: int, num_tokens: int) -> int:
-    return check_k(k, num_tokens)
+    Returns
+    -------
+    Tensor
+        float64 sample sizes.
 
-
-def _check_beta(beta: float) -> float:
-    return check_probability(beta, "beta (the certified top-k overlap fraction)", high_open=False)
-
-
-def _check_simultaneous(m: int) -> int:
-    return check_count(m, "simultaneous_over")
-
-
-def _as_n(n: int | Tensor, like: Tensor, minimum: int) -> Tensor:
-    """Sample size(s) as a float64 tensor on ``like``'s device, checked integral and >= minimum."""
-    what = "n (number of noise samples)"
-    if isinstance(n, Tensor):
-        n_t = n.to(device=like.device, dtype=torch.float64)
-    elif isinstance(n, bool) or not isinstance(n, numbers.Integral):
-        raise ValueError(f"{what} must be an int or a tensor of ints; got {n!r}")
-    else:
-        n_t = torch.tensor(float(n), dtype=torch.float64, device=like.device)
+    Raises
+    ------
+    TypeError
+        For a non-integer ``n`` (``2.5``, ``True``).
+    ValueError
+        For ``n < minimum`` or a tensor holding non-integers.
+    """
+    hint = " (the empirical Bernstein bound needs a sample variance)" if minimum > 1 else ""
+    if not isinstance(n, Tensor):
+        n = check_count(n, _N_NAME + hint, minimum)
+        return torch.tensor(float(n), dtype=torch.float64, device=like.device)
+    n_t = n.detach().to(device=like.device, dtype=torch.float64)
     if not bool(torch.all(n_t == torch.round(n_t))) or bool(torch.any(n_t < minimum)):
-        hint = " (the empirical Bernstein bound needs a sample variance)" if minimum > 1 else ""
-        raise ValueError(f"{what} must be an integer >= {minimum}{hint}; got {n!r}")
+        raise ValueError(f"{_N_NAME}{hint} must be integers ≥ {minimum}; got {n!r}")
     return n_t
 
 
-def _as_counts(counts: Tensor, n_t: Tensor) -> Tensor:
-    c = torch.as_tensor(counts).to(dtype=torch.float64)
-    if c.device != n_t.device:
-        c = c.to(n_t.device)
-    if not bool(torch.all((c == torch.round(c)) & (c >= 0) & (c <= n_t))):
+def as_counts(counts: Tensor, n: Tensor) -> Tensor:
+    """``counts`` as float64 on ``n``'s device, checked to be integers in ``[0, n]``.
+
+    Parameters
+    ----------
+    counts : Tensor
+        How many of the ``n`` samples voted (any shape broadcastable with ``n``).
+    n : Tensor
+        Sample sizes from :func:`as_sample_sizes`.
+
+    Raises
+    ------
+    ValueError
+        For negative, fractional or too large counts.
+    """
+    c = torch.as_tensor(counts).detach().to(dtype=torch.float64)
+    if c.device != n.device:
+        c = c.to(n.device)
+    if not bool(torch.all((c == torch.round(c)) & (c >= 0) & (c <= n))):
         raise ValueError(
             "counts must be integers in [0, n] (how many of the n noisy samples voted)"
         )
     return c
 
 
-def _as_probabilities(x: Tensor, name: str) -> Tensor:
+def as_probabilities(x: Tensor, name: str) -> Tensor:
+    """``x`` as float64 probabilities, clipped to ``[0, 1]`` after a float32 round-off slack.
+
+    Raises
+    ------
+    ValueError
+        For values outside ``[0, 1]`` (beyond ``1e-6``) or NaN; ``name`` is in the message.
+    """
     p = torch.as_tensor(x).to(dtype=torch.float64)
     if not bool(torch.all((p >= -_TOL) & (p <= 1 + _TOL))):  # also rejects NaN
         raise ValueError(f"{name} must be probabilities in [0, 1] (no NaN)")
     return p.clamp(0.0, 1.0)
 
 
-def _check_pair(lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]:
-    lo, up = _as_probabilities(lower, "lower bounds"), _as_probabilities(upper, "upper bounds")
+def check_bound_pair(lower: Tensor, upper: Tensor) -> tuple[Tensor, Tensor]:
+    """Lower and upper bounds ``(..., T)`` as float64 probabilities, checked ``lower <= upper``.
+
+    Raises
+    ------
+    ValueError
+        For different shapes, a missing token dimension, values outside ``[0, 1]`` or a
+        lower bound above its upper bound.
+    """
+    lo, up = as_probabilities(lower, "lower bounds"), as_probabilities(upper, "upper bounds")
     if lo.shape != up.shape or lo.dim() == 0:
         raise ValueError(
             f"lower and upper must have the same shape (..., T); got {lo.shape} and {up.shape}"
@@ -212,10 +250,10 @@ def clopper_pearson_bounds(
     lower, upper : Tensor
         float64 bounds on the success probability, shape of ``counts``, on its device.
     """
-    alpha = _check_alpha(alpha) / _check_simultaneous(simultaneous_over)
+    alpha = check_alpha(alpha) / check_count(simultaneous_over, "simultaneous_over")
     like = torch.as_tensor(counts)
-    n_t = _as_n(n, like, minimum=1)
-    c = _as_counts(like, n_t)
+    n_t = as_sample_sizes(n, like)
+    c = as_counts(like, n_t)
     c_np, n_np = c.cpu().numpy(), torch.broadcast_to(n_t, c.shape).cpu().numpy()
     # Beta quantiles; parameters kept > 0 where the bound is 0 or 1 by convention.
     lo = beta_dist.ppf(alpha / 2, c_np.clip(min=1), n_np - c_np + 1)
@@ -234,10 +272,10 @@ def clopper_pearson_lower(counts: Tensor, n: int | Tensor, alpha: float) -> Tens
         float64 lower bound holding with probability ``>= 1 - alpha`` (one-sided).
     """
     # A two-sided interval at level 2*alpha has exactly this lower end.
-    alpha = _check_alpha(alpha)
+    alpha = check_alpha(alpha)
     like = torch.as_tensor(counts)
-    n_t = _as_n(n, like, minimum=1)
-    c = _as_counts(like, n_t)
+    n_t = as_sample_sizes(n, like)
+    c = as_counts(like, n_t)
     c_np, n_np = c.cpu().numpy(), torch.broadcast_to(n_t, c.shape).cpu().numpy()
     lo = beta_dist.ppf(alpha, c_np.clip(min=1), n_np - c_np + 1)
     return torch.as_tensor(lo, dtype=torch.float64).to(c.device).where(c > 0, 0.0)
@@ -274,12 +312,12 @@ def empirical_bernstein_bounds(
     lower, upper : Tensor
         float64 bounds clipped to ``[0, 1]``, shape of ``mean``.
     """
-    alpha, m = _check_alpha(alpha), _check_simultaneous(simultaneous_over)
-    mu = _as_probabilities(mean, "mean")
+    alpha, m = check_alpha(alpha), check_count(simultaneous_over, "simultaneous_over")
+    mu = as_probabilities(mean, "mean")
     var = torch.as_tensor(variance).to(device=mu.device, dtype=torch.float64)
     if var.shape != mu.shape or bool(torch.any(torch.isnan(var))) or bool(torch.any(var < -_TOL)):
         raise ValueError("variance must be non-negative, with the same shape as mean")
-    n_t = _as_n(n, mu, minimum=2)
+    n_t = as_sample_sizes(n, mu, minimum=2)
     log_term = math.log(4.0 * m / alpha)
     eps = torch.sqrt(2.0 * var.clamp_min(0.0) * log_term / n_t)
     eps = eps + 7.0 * log_term / (3.0 * (n_t - 1.0))
@@ -326,8 +364,8 @@ def vote_bounds(counts: Tensor, n: int | Tensor, alpha: float | None) -> Bounds:
     if like.dim() == 0:
         raise ValueError("counts must have a token dimension (..., T)")
     if alpha is None:
-        n_t = _as_n(n, like, minimum=1)
-        p = (_as_counts(like, n_t) + 0.5) / (n_t + 1.0)
+        n_t = as_sample_sizes(n, like)
+        p = (as_counts(like, n_t) + 0.5) / (n_t + 1.0)
         return Bounds(p, p, certified=False, alpha=None)
     lower, upper = clopper_pearson_bounds(like, n, alpha, simultaneous_over=like.shape[-1])
     return Bounds(lower, upper, certified=True, alpha=float(alpha))
@@ -352,11 +390,11 @@ def mean_bounds(mean: Tensor, variance: Tensor, n: int | Tensor, alpha: float | 
     -------
     Bounds
     """
-    mu = _as_probabilities(mean, "mean")
+    mu = as_probabilities(mean, "mean")
     if mu.dim() == 0:
         raise ValueError("mean must have a token dimension (..., T)")
     if alpha is None:
-        n_t = _as_n(n, mu, minimum=1)
+        n_t = as_sample_sizes(n, mu)
         p = (n_t * mu + 0.5) / (n_t + 1.0)
         return Bounds(p, p, certified=False, alpha=None)
     T = mu.shape[-1]
@@ -365,8 +403,11 @@ def mean_bounds(mean: Tensor, variance: Tensor, n: int | Tensor, alpha: float | 
 
 
 # --------------------------------------------------------------------------- radii
-def _kth_largest_of_others(values: Tensor, k: int) -> Tensor:
+def kth_largest_of_others(values: Tensor, k: int) -> Tensor:
     """For each token ``i``, the k-th largest of ``values[..., j]`` over ``j != i`` (vectorised).
+
+    ``values`` is ``(..., T)`` with ``k < T``; the result has its shape. The competitor term
+    of :func:`radii_in` (on the upper bounds) and :func:`radii_out` (on the lower bounds).
 
     Removing a value ``>= v_(k)`` (the k-th largest overall) from the multiset makes ``v_(k+1)``
     the k-th largest; removing a smaller one leaves ``v_(k)``. Ties need no special care.
@@ -376,8 +417,12 @@ def _kth_largest_of_others(values: Tensor, k: int) -> Tensor:
     return torch.where(values >= kth, kth_next, kth)
 
 
-def _probit_margin(a: Tensor, b: Tensor, sigma: float) -> Tensor:
-    """``max(0, sigma/2 (Phi^{-1}(a) - Phi^{-1}(b)))``; ``inf - inf`` (a tie at 0 or 1) gives 0."""
+def probit_margin(a: Tensor, b: Tensor, sigma: float) -> Tensor:
+    """``max(0, sigma/2 (Phi^{-1}(a) - Phi^{-1}(b)))``; ``inf - inf`` (a tie at 0 or 1) gives 0.
+
+    ``a`` and ``b`` are probabilities in ``[0, 1]`` (already checked); the result is an L2
+    radius in the units of ``sigma`` ([0, 1] pixel units).
+    """
     gap = torch.special.ndtri(a) - torch.special.ndtri(b)
     gap = torch.where(torch.isnan(gap), torch.zeros_like(gap), gap)
     return (0.5 * sigma * gap).clamp_min(0.0)
@@ -403,9 +448,9 @@ def radii_in(lower: Tensor, upper: Tensor, k: int, sigma: float) -> Tensor:
         ``(..., T)`` float64 radii (same units as ``sigma``); 0 = not certified in. ``+inf`` only
         for exact bounds with ``lower_i = 1`` beating every competitor for all inputs.
     """
-    lo, up = _check_pair(lower, upper)
-    k, sigma = _check_k(k, lo.shape[-1]), _check_sigma(sigma)
-    return _probit_margin(lo, _kth_largest_of_others(up, k), sigma)
+    lo, up = check_bound_pair(lower, upper)
+    k, sigma = check_k(k, lo.shape[-1]), check_sigma(sigma)
+    return probit_margin(lo, kth_largest_of_others(up, k), sigma)
 
 
 def radii_out(lower: Tensor, upper: Tensor, k: int, sigma: float) -> Tensor:
@@ -414,9 +459,9 @@ def radii_out(lower: Tensor, upper: Tensor, k: int, sigma: float) -> Tensor:
     ``r_out_j = max(0, sigma/2 (Phi^{-1}(k-th largest lower_i, i != j) - Phi^{-1}(upper_j)))``.
     Parameters and returns as in ``radii_in``.
     """
-    lo, up = _check_pair(lower, upper)
-    k, sigma = _check_k(k, lo.shape[-1]), _check_sigma(sigma)
-    return _probit_margin(_kth_largest_of_others(lo, k), up, sigma)
+    lo, up = check_bound_pair(lower, upper)
+    k, sigma = check_k(k, lo.shape[-1]), check_sigma(sigma)
+    return probit_margin(kth_largest_of_others(lo, k), up, sigma)
 
 
 def overlap_count(k: int, beta: float) -> int:
@@ -424,9 +469,8 @@ def overlap_count(k: int, beta: float) -> int:
 
     (``math.ceil(0.3 * 10)`` is 4 because ``0.3 * 10 == 3.0000000000000004``; this returns 3.)
     """
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
-        raise ValueError(f"k must be a positive integer (the top-k size); got {k!r}")
-    k, beta = int(k), _check_beta(beta)
+    k = check_count(k, "k (the top-k size, a positive integer)")
+    beta = check_probability(beta, "beta (the certified top-k overlap fraction)", high_open=False)
     m = max(1, math.ceil(beta * k))
     while m > 1 and (m - 1) / k >= beta:
         m -= 1
@@ -455,7 +499,7 @@ def overlap_radius(r_in: Tensor, k: int, beta: float) -> Tensor:
     r = torch.as_tensor(r_in).to(dtype=torch.float64)
     if r.dim() == 0:
         raise ValueError("r_in must have a token dimension (..., T)")
-    m = overlap_count(_check_k(k, r.shape[-1]), beta)
+    m = overlap_count(check_k(k, r.shape[-1]), beta)
     return r.topk(m, dim=-1).values[..., m - 1]
 
 
@@ -576,11 +620,11 @@ def prediction_radius(
 
 
 def _prediction(count, n, alpha, sigma) -> tuple[Tensor, Tensor, Tensor]:
-    sigma = _check_sigma(sigma)
+    sigma = check_sigma(sigma)
     like = torch.as_tensor(count)
     if alpha is None:
-        n_t = _as_n(n, like, minimum=1)
-        p = (_as_counts(like, n_t) + 0.5) / (n_t + 1.0)
+        n_t = as_sample_sizes(n, like)
+        p = (as_counts(like, n_t) + 0.5) / (n_t + 1.0)
     else:
         p = clopper_pearson_lower(like, n, alpha)
     abstain = p <= 0.5
@@ -656,7 +700,6 @@ def l2_to_linf(radius: float | Tensor, d: int | tuple[int, ...]) -> Tensor:
         float64 L-infinity radius.
     """
     dim = math.prod(d) if isinstance(d, (tuple, list, torch.Size)) else d
-    if isinstance(dim, bool) or not isinstance(dim, numbers.Integral) or dim < 1:
-        raise ValueError(f"d must be the positive input dimension C*H*W; got {d!r}")
+    dim = check_count(dim, "d (the input dimension C*H*W)")
     r = torch.as_tensor(radius)
     return r.to(dtype=torch.float64) / math.sqrt(dim)

@@ -66,7 +66,7 @@ def _selection_mismatches(region: FaithfulRegion, model, images, seed) -> list[s
     reference: selection counts from stream ``SELECTION_STREAM``, label = their (lowest)
     majority class, ``p_lower`` = one-sided Clopper–Pearson on that label's count among the
     ``n`` fresh stream-0 samples, ``radius_pred = σ Φ⁻¹(p_lower)`` (0 when abstaining)."""
-    sigma, n, alpha = region.sigma, region.n, region.alpha_pred
+    sigma, n, alpha = region.sigma, region.n_samples, region.alpha_pred
     selection = _reference_class_counts(
         model, images, seed, region.n_select, sigma, SELECTION_STREAM
     )
@@ -107,7 +107,7 @@ def test_selection_uses_its_own_stream(undecided_classifier, monkeypatch):
     model, images = undecided_classifier
     n_select, n, sigma = 15, 64, 0.5
     region = FaithfulRegion(
-        model, None, "raw", k=3, alpha=0.01, n=n, n_select=n_select, sigma=sigma, **PIXELS
+        model, None, "raw", k=3, alpha=0.01, n_samples=n, n_select=n_select, sigma=sigma, **PIXELS
     )
     # Teeth: a seed at which the two streams' first n_select samples select different
     # classes for some input (searched, not assumed), so using the wrong stream changes the
@@ -275,7 +275,7 @@ class _Outcome(NamedTuple):
 
 def _certify_and_attack(model, images, seed=1) -> _Outcome:
     region = FaithfulRegion(
-        model, None, "raw", k=K, beta=BETA, alpha=ALPHA, n=N_CERT, n_select=16, sigma=SIGMA,
+        model, None, "raw", k=K, beta=BETA, alpha=ALPHA, n_samples=N_CERT, n_select=16, sigma=SIGMA,
         batch_size=1024, **PIXELS,
     )
     certificates = region.certify(images, seed=seed)

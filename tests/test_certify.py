@@ -508,11 +508,11 @@ def test_certified_radius_excludes_infinity_for_estimated_bounds():
         (lambda: C.vote_bounds(torch.tensor([[1, 2]]), 10, 0.0), "alpha"),
         (lambda: C.vote_bounds(torch.tensor([[1, 2]]), 10, 1.0), "alpha"),
         (lambda: C.vote_bounds(torch.tensor([[1, 2]]), 10, 1.5), "alpha"),
-        (lambda: C.vote_bounds(torch.tensor([[1, 2]]), 0, 0.1), "n .* >= 1"),
+        (lambda: C.vote_bounds(torch.tensor([[1, 2]]), 0, 0.1), "n .* ≥ 1"),
         (lambda: C.vote_bounds(torch.tensor([[1, 11]]), 10, 0.1), r"integers in \[0, n\]"),
         (lambda: C.vote_bounds(torch.tensor([[-1, 1]]), 10, 0.1), "counts"),
         (lambda: C.vote_bounds(torch.tensor([[0.5, 1.0]]), 10, 0.1), "counts"),
-        (lambda: C.mean_bounds(torch.rand(1, 3), torch.rand(1, 3), 1, 0.1), ">= 2"),
+        (lambda: C.mean_bounds(torch.rand(1, 3), torch.rand(1, 3), 1, 0.1), "≥ 2"),
         (lambda: C.mean_bounds(torch.rand(1, 3), -torch.ones(1, 3), 5, 0.1), "variance"),
         (lambda: C.prediction_radius(torch.tensor(5), 10, 0.01, 0.0), "sigma"),
         (lambda: C.prediction_radius(torch.tensor(5), 10, 2.0, 0.5), "alpha"),
@@ -531,6 +531,46 @@ def test_certified_radius_excludes_infinity_for_estimated_bounds():
 def test_bad_input_raises_clear_error(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+@pytest.mark.parametrize(
+    "call,match",
+    [
+        (lambda: C.vote_bounds(torch.tensor([[1, 2]]), 10.5, 0.1), "n .* must be an integer"),
+        (lambda: C.vote_bounds(torch.tensor([[1, 2]]), True, 0.1), "n .* must be an integer"),
+        (lambda: C.radii_in(torch.rand(2, 5), torch.ones(2, 5), 2.5, 0.5), "k must be an integer"),
+        (lambda: C.overlap_radius(torch.rand(2, 5), True, 0.5), "k must be an integer"),
+        (lambda: C.overlap_count(2.0, 0.5), "k .* must be an integer"),
+        (lambda: C.clopper_pearson_bounds(torch.tensor([1]), 4, 0.1, simultaneous_over=1.5),
+         "simultaneous_over must be an integer"),
+        (lambda: C.clopper_pearson_lower(torch.tensor([1]), 4, "0.1"), "alpha"),
+        (lambda: C.clopper_pearson_lower(torch.tensor([1]), 4, None), "alpha"),
+        (lambda: C.overlap_radius(torch.rand(2, 5), 2, "0.5"), "beta"),
+        (lambda: C.l2_to_linf(1.0, 3.5), "C\\*H\\*W"),
+    ],
+)
+def test_non_integer_counts_and_non_numbers_raise_type_error(call, match):
+    """The same mistake raises the same type as everywhere (captum_fvit.validation): a
+    non-integer count or a non-number is a TypeError, an out-of-range value a ValueError."""
+    with pytest.raises(TypeError, match=match):
+        call()
+
+
+def test_public_helpers_check_tensors():
+    """The tensor checks certify_sequential uses are public and behave as documented."""
+    n = C.as_sample_sizes(torch.tensor([[3], [4]]), torch.zeros(1))
+    assert n.dtype == torch.float64 and n.flatten().tolist() == [3.0, 4.0]
+    with pytest.raises(ValueError, match="≥ 2"):
+        C.as_sample_sizes(torch.tensor([1]), torch.zeros(1), minimum=2)
+    with pytest.raises(ValueError, match="counts"):
+        C.as_counts(torch.tensor([5.0]), torch.tensor(4.0, dtype=torch.float64))
+    lo, up = C.check_bound_pair(torch.tensor([0.25, 1 + 1e-7]), torch.tensor([0.5, 1.0]))
+    assert lo.tolist() == [0.25, 1.0] and up.dtype == torch.float64
+    values = torch.tensor([[0.875, 0.5, 0.75, 0.125]])
+    # For each i the 2nd largest of the others: drop 0.875 -> 0.5, drop 0.5 -> 0.75, ...
+    assert C.kth_largest_of_others(values, 2).tolist() == [[0.5, 0.75, 0.5, 0.75]]
+    margin = C.probit_margin(torch.tensor([0.9, 0.1]), torch.tensor([0.5, 0.5]), 0.5)
+    assert margin[0].item() == pytest.approx(0.25 * norm.ppf(0.9)) and margin[1].item() == 0.0
 
 
 def test_gaussian_noise_is_accepted():

@@ -46,7 +46,8 @@ def _reference_vote_radii(votes, n, alpha, k, sigma):
 def test_certificate_equals_independent_recomputation(stable_vit, images):
     k, beta, alpha, n, n0, sigma = 3, 2 / 3, 0.01, 300, 20, 0.1
     region = FaithfulRegion(
-        stable_vit, None, "rollout", k=k, beta=beta, alpha=alpha, n_select=n0, n=n, sigma=sigma
+        stable_vit, None, "rollout", k=k, beta=beta, alpha=alpha, n_select=n0, n_samples=n,
+        sigma=sigma,
     )
     certificates = region.certify(images, seed=5)
     dds = DDSAttention(stable_vit, None, "rollout", sigma=sigma, k=k)
@@ -78,7 +79,7 @@ def test_certificate_equals_independent_recomputation(stable_vit, images):
 
 
 def test_mean_smoothing_uses_empirical_bernstein(stable_vit, images):
-    region = FaithfulRegion(stable_vit, None, "raw", k=2, n=200, n_select=10, sigma=0.1, smoothing="mean")
+    region = FaithfulRegion(stable_vit, None, "raw", k=2, n_samples=200, n_select=10, sigma=0.1, smoothing="mean")
     c = region.certify(images[:1], seed=0)[0]
     dds = DDSAttention(stable_vit, None, "raw", sigma=0.1)
     details = dds.details(images[:1], seed=0, n_samples=200)
@@ -154,7 +155,7 @@ def test_soundness_under_random_and_pgd_perturbations(stable_vit):
     k, beta, sigma, n_check = 3, 2 / 3, 0.12, 1000
     generator = torch.Generator().manual_seed(0)
     images = torch.randn(4, 3, 32, 32, generator=generator) * 0.5
-    region = FaithfulRegion(stable_vit, None, "rollout", k=k, beta=beta, alpha=0.001, n=800, n_select=16, sigma=sigma)
+    region = FaithfulRegion(stable_vit, None, "rollout", k=k, beta=beta, alpha=0.001, n_samples=800, n_select=16, sigma=sigma)
     certificates = region.certify(images, seed=1)
     radii = torch.tensor([c.radius_beta for c in certificates])
     assert (radii > 0).sum() >= 3, f"test model should be certifiable, got {radii}"
@@ -187,7 +188,7 @@ def test_soundness_under_random_and_pgd_perturbations(stable_vit):
 
 def test_attribute_region_and_estimates(stable_vit, images):
     before = model_state(stable_vit)
-    region = FaithfulRegion(stable_vit, None, "rollout", k=3, n=200, n_select=10, sigma=0.1)
+    region = FaithfulRegion(stable_vit, None, "rollout", k=3, n_samples=200, n_select=10, sigma=0.1)
     attribution = region.attribute(images, seed=0)
     assert attribution.shape == images.shape and (attribution >= 0).all()
     certificates = region.certify(images, seed=0)
@@ -197,20 +198,20 @@ def test_attribute_region_and_estimates(stable_vit, images):
     pixel_mask = region.region(images, radius=0.01, seed=0, pixels=True)
     assert pixel_mask.shape == (3, 1, 32, 32) and pixel_mask.dtype == torch.bool
     assert torch.equal(pixel_mask[:, 0, ::8, ::8].reshape(3, -1), mask)
-    estimate = FaithfulRegion(stable_vit, None, "rollout", k=3, n=200, n_select=10, sigma=0.1, alpha=None)
+    estimate = FaithfulRegion(stable_vit, None, "rollout", k=3, n_samples=200, n_select=10, sigma=0.1, alpha=None)
     c = estimate.certify(images, seed=0)[0]
     assert not c.certified and c.confidence is None and "NOT certified" in c.summary()
     assert c.radius_beta >= certificates[0].radius_beta  # estimates are never smaller
     assert "certified with confidence" in certificates[0].summary()
     dds = DDSAttention(stable_vit, None, "grad_rollout", sigma=0.1, n_select=10)
-    from_dds = FaithfulRegion(dds, k=2, n=50)
+    from_dds = FaithfulRegion(dds, k=2, n_samples=50)
     assert len(from_dds.certify(images, seed=0)) == 3
     assert model_state(stable_vit) == before
 
 
 def test_bad_input_gets_clear_errors(stable_vit, images):
     with pytest.raises(ValueError, match="smaller than the number of patch tokens"):
-        FaithfulRegion(stable_vit, k=16, n=10, n_select=5).certify(images, seed=0)
+        FaithfulRegion(stable_vit, k=16, n_samples=10, n_select=5).certify(images, seed=0)
     with pytest.raises(ValueError, match="beta"):
         FaithfulRegion(stable_vit, beta=0.0)
     with pytest.raises(ValueError, match="beta"):
@@ -221,11 +222,58 @@ def test_bad_input_gets_clear_errors(stable_vit, images):
         FaithfulRegion(stable_vit, alpha=0.0)
     with pytest.raises(ValueError, match="n_select"):
         FaithfulRegion(stable_vit, n_select=0)
-    with pytest.raises(ValueError, match="n must"):
-        FaithfulRegion(stable_vit, n=0)
+    with pytest.raises(ValueError, match="n_samples must"):
+        FaithfulRegion(stable_vit, n_samples=0)
+    with pytest.raises(ValueError, match="n must"), pytest.warns(DeprecationWarning):
+        FaithfulRegion(stable_vit, n=0)  # the deprecated name is checked under its own name
     with pytest.raises(ValueError, match="[Gg]aussian"):
         FaithfulRegion(stable_vit, noise="laplace")
     with pytest.raises(ValueError, match="k must"):
         FaithfulRegion(stable_vit, k=0)
     with pytest.raises(ValueError, match="radius"):
-        FaithfulRegion(stable_vit, k=2, n=5, n_select=5).certify(images, seed=0, radius=-1.0)
+        FaithfulRegion(stable_vit, k=2, n_samples=5, n_select=5).decide(images, -1.0, seed=0)
+    with pytest.raises(ValueError, match="radius"), pytest.warns(DeprecationWarning):
+        FaithfulRegion(stable_vit, k=2, n_samples=5, n_select=5).certify(images, seed=0, radius=-1.0)
+
+
+def test_attribute_puts_the_target_in_captums_slot(stable_vit, images):
+    """attribute(inputs, target=None, additional_forward_args=None, *, seed=...) as in Captum
+    (NoiseTunnel passes target= and the rest by keyword): the target is the explained class
+    of class-specific methods, the seed keyword only; the old positional seed warns."""
+    import inspect
+
+    from captum.attr import NoiseTunnel, Saliency
+
+    ours = list(inspect.signature(FaithfulRegion.attribute.__wrapped__).parameters.values())
+    captum = list(inspect.signature(Saliency.attribute.__wrapped__).parameters)
+    assert [p.name for p in ours[:3]] == captum[:3] == ["self", "inputs", "target"]
+    assert ours[-1].name == "seed" and ours[-1].kind is inspect.Parameter.KEYWORD_ONLY
+    region = FaithfulRegion(stable_vit, None, "grad_rollout", k=3, n_samples=40, n_select=8, sigma=0.1)
+    for target in (1, 4):
+        attribution = region.attribute(images, target=target, seed=2)
+        r_in = torch.stack([c.r_in for c in region.certify(images, seed=2, target=target)])
+        expected = torch.nan_to_num(r_in.float(), posinf=0.0).view(3, 1, 4, 4)
+        expected = expected.repeat_interleave(8, 2).repeat_interleave(8, 3).expand(-1, 3, -1, -1)
+        torch.testing.assert_close(attribution, expected, rtol=0, atol=0)
+    assert not torch.equal(region.attribute(images, target=1, seed=2),
+                           region.attribute(images, target=4, seed=2))  # fmt: skip
+    default = region.attribute(images, seed=2)
+    assert torch.equal(default, region.attribute(images, target=None, seed=2))
+    with pytest.warns(DeprecationWarning, match="seed=..."):
+        region.attribute(images, 2)  # the old positional seed now is the target
+    smooth = NoiseTunnel(region).attribute(
+        images, nt_type="smoothgrad", nt_samples=2, stdevs=0.01, target=1, seed=2
+    )
+    assert smooth.shape == images.shape and bool(torch.isfinite(smooth).all())
+
+
+def test_deprecated_n_gives_the_same_certificate(stable_vit, images):
+    new = FaithfulRegion(stable_vit, None, "rollout", k=3, n_samples=60, n_select=8, sigma=0.1)
+    with pytest.warns(DeprecationWarning, match="n= is deprecated"):
+        old = FaithfulRegion(stable_vit, None, "rollout", k=3, n=60, n_select=8, sigma=0.1)
+    a, b = new.certify(images, seed=3), old.certify(images, seed=3)
+    for x, y in zip(a, b, strict=True):
+        assert torch.equal(x.r_in, y.r_in) and torch.equal(x.lower, y.lower)
+        assert (x.radius, x.label, x.n_samples) == (y.radius, y.label, 60)
+        with pytest.warns(DeprecationWarning, match="n_samples"):
+            assert x.n == 60

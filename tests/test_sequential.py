@@ -20,8 +20,8 @@ from test_region import _overlap, _pgd_against_topk, _smoothed_topk
 
 from captum_fvit import DDSAttention, FaithfulRegion
 from captum_fvit import certify as cert
-from captum_fvit import sequential as sq
-from captum_fvit.attr.sequential import (
+from captum_fvit import certify_sequential as sq
+from captum_fvit.attr.region_sequential import (
     AnytimeCertificate,
     SequentialCertificate,
     anytime_radii,
@@ -91,7 +91,7 @@ def test_union_cs_is_clopper_pearson_at_alpha_over_looks_and_tokens():
     ref_lo, ref_up = proportion_confint(counts.numpy(), n, alpha=0.05 / 40, method="beta")
     np.testing.assert_allclose(lower.numpy(), np.nan_to_num(ref_lo, nan=0.0), atol=1e-12)
     np.testing.assert_allclose(upper.numpy(), np.nan_to_num(ref_up, nan=1.0), atol=1e-12)
-    bounds = sq.vote_cs(counts, n, 0.05, method="union", looks=8)
+    bounds = sq.vote_cs(counts, n, 0.05, confidence_sequence="union", looks=8)
     assert torch.equal(bounds.lower, lower) and bounds.certified and bounds.alpha == 0.05
 
 
@@ -239,15 +239,55 @@ def test_bad_arguments_of_the_maths():
     with pytest.raises(ValueError, match="prior"):
         sq.beta_binomial_cs(torch.tensor([1]), 2, 0.1, prior=(0.0, 1.0))
     with pytest.raises(ValueError, match="looks"):
-        sq.confidence_sequence(torch.tensor([1]), 2, 0.1, method="union")
+        sq.confidence_sequence(torch.tensor([1]), 2, 0.1, confidence_sequence="union")
     with pytest.raises(ValueError, match="looks"):
         sq.confidence_sequence(torch.tensor([1]), 2, 0.1, looks=3)
-    with pytest.raises(ValueError, match="method"):
-        sq.confidence_sequence(torch.tensor([1]), 2, 0.1, method="hoeffding")
+    with pytest.raises(ValueError, match="confidence_sequence"):
+        sq.confidence_sequence(torch.tensor([1]), 2, 0.1, confidence_sequence="hoeffding")
     with pytest.raises(ValueError, match="radius"):
         sq.prediction_decision(torch.tensor([0.6]), torch.tensor([0.7]), 0.25, -0.1)
     with pytest.raises(ValueError, match="growth"):
         sq.look_schedule(100, 10, growth=0.5)
+
+
+def test_same_mistake_same_exception_type_in_the_maths():
+    """Non-integer counts and non-numbers are TypeErrors, out-of-range values ValueErrors
+    (as in captum_fvit.validation; these were all ValueErrors before)."""
+    with pytest.raises(TypeError, match="samples_per_look must be an integer"):
+        sq.look_schedule(100, 2.5)
+    with pytest.raises(TypeError, match="looks must be an integer"):
+        sq.union_cs(torch.tensor([1]), 2, 0.1, looks=1.5)
+    with pytest.raises(TypeError, match="simultaneous_over must be an integer"):
+        sq.beta_binomial_cs(torch.tensor([1]), 2, 0.1, simultaneous_over=True)
+    with pytest.raises(TypeError, match="n .* must be an integer"):
+        sq.beta_binomial_cs(torch.tensor([1]), 2.5, 0.1)
+    with pytest.raises(TypeError, match="alpha"):
+        sq.beta_binomial_cs(torch.tensor([1]), 2, None)
+    with pytest.raises(TypeError, match="growth"):
+        sq.look_schedule(100, 10, growth="2")
+    with pytest.raises(ValueError, match="simultaneous_over must be an integer ≥ 1"):
+        sq.beta_binomial_cs(torch.tensor([1]), 2, 0.1, simultaneous_over=0)
+    with pytest.raises(ValueError, match="n .* ≥ 1"):
+        sq.beta_binomial_cs(torch.tensor([0]), 0, 0.1)
+    with pytest.raises(ValueError, match="alpha"):
+        sq.beta_binomial_cs(torch.tensor([1]), 2, 1.5)
+
+
+def test_deprecated_maths_names_warn_and_give_identical_results():
+    counts = torch.tensor([[0, 3, 17, 40]])
+    new = sq.vote_cs(counts, 40, 0.05, confidence_sequence="union", looks=8)
+    with pytest.warns(DeprecationWarning, match="method= is deprecated"):
+        old = sq.vote_cs(counts, 40, 0.05, method="union", looks=8)
+    assert torch.equal(old.lower, new.lower) and torch.equal(old.upper, new.upper)
+    new = sq.confidence_sequence(counts, 40, 0.05, confidence_sequence="beta_binomial")
+    with pytest.warns(DeprecationWarning, match="use confidence_sequence="):
+        old = sq.confidence_sequence(counts, 40, 0.05, method="beta_binomial")
+    assert all(torch.equal(a, b) for a, b in zip(old, new))
+    with pytest.warns(DeprecationWarning, match="chunk= is deprecated"):
+        assert sq.look_schedule(100, chunk=30) == sq.look_schedule(100, 30) == [30, 60, 90, 100]
+    with pytest.raises(TypeError, match="pass confidence_sequence="):
+        sq.confidence_sequence(counts, 40, 0.05, confidence_sequence="union", method="union")
+    assert sq.CS_METHODS == sq.CONFIDENCE_SEQUENCES == ("beta_binomial", "union")
 
 
 # --------------------------------------------------------------------------- the driver
@@ -267,7 +307,7 @@ def inputs():
 
 
 def _region(model, **options):
-    settings = dict(k=3, beta=2 / 3, alpha=0.001, n=256, n_select=16, sigma=0.12, batch_size=256)
+    settings = dict(k=3, beta=2 / 3, alpha=0.001, n_samples=256, n_select=16, sigma=0.12, batch_size=256)
     settings.update(options)
     return FaithfulRegion(model, None, "rollout", **settings)
 
@@ -279,7 +319,7 @@ def test_driver_stops_at_the_first_deciding_look_on_fixed_run_samples(stable_vit
     region = _region(stable_vit)
     before = model_state(stable_vit)
     radius, chunk, seed = 0.02, 32, 3
-    results = certify_at_radius(region, inputs, radius, seed, n_max=256, chunk=chunk)
+    results = certify_at_radius(region, inputs, radius, seed, n_max=256, samples_per_look=chunk)
     assert model_state(stable_vit) == before
     dds = DDSAttention(stable_vit, None, "rollout", sigma=0.12, n_select=16)
     label = region.select(inputs, seed).classes
@@ -316,10 +356,10 @@ def test_driver_stops_at_the_first_deciding_look_on_fixed_run_samples(stable_vit
 
 
 def test_region_certify_at_radius_and_batch_independence(stable_vit, inputs):
-    """FaithfulRegion.certify(radius=r) is the sequential test; an input's answer does not
+    """FaithfulRegion.decide(x, r) is the sequential test; an input's answer does not
     depend on the other inputs of its batch; the same seed gives the same answer."""
     region = _region(stable_vit)
-    via_region = region.certify(inputs, seed=5, radius=0.03, n_max=128)
+    via_region = region.decide(inputs, 0.03, seed=5, n_max=128)
     direct = certify_at_radius(region, inputs, 0.03, 5, n_max=128)
     for a, b in zip(via_region, direct):
         assert (a.decision, a.n_samples, a.radius_beta) == (b.decision, b.n_samples, b.radius_beta)
@@ -335,7 +375,7 @@ def test_region_certify_at_radius_and_batch_independence(stable_vit, inputs):
 
 def test_anytime_radii_are_the_running_sequence(stable_vit, inputs):
     region = _region(stable_vit)
-    history = list(iter_anytime_radii(region, inputs[:2], seed=2, n_max=96, chunk=32))
+    history = list(iter_anytime_radii(region, inputs[:2], seed=2, n_max=96, samples_per_look=32))
     assert [h[0].n_samples for h in history] == [32, 64, 96]
     assert all(isinstance(c, AnytimeCertificate) for c in history[-1])
     # Bounds only tighten, radii only grow.
@@ -343,18 +383,22 @@ def test_anytime_radii_are_the_running_sequence(stable_vit, inputs):
         for a, b in zip(before, after):
             assert bool((b.lower >= a.lower).all()) and bool((b.upper <= a.upper).all())
             assert b.radius_beta >= a.radius_beta and b.radius_pred >= a.radius_pred
-    last = anytime_radii(region, inputs[:2], seed=2, n_max=96, chunk=32)
+    last = anytime_radii(region, inputs[:2], seed=2, n_max=96, samples_per_look=32)
     assert [c.radius for c in last] == [c.radius for c in history[-1]]
-    quick = anytime_radii(region, inputs[:2], seed=2, n_max=96, chunk=32, time_budget_s=1e-9)
+    quick = anytime_radii(
+        region, inputs[:2], seed=2, n_max=96, samples_per_look=32, time_budget_s=1e-9
+    )
     assert [c.n_samples for c in quick] == [32, 32]
-    union = anytime_radii(region, inputs[:1], seed=2, n_max=96, chunk=32, method="union")[0]
+    union = anytime_radii(
+        region, inputs[:1], seed=2, n_max=96, samples_per_look=32, confidence_sequence="union"
+    )[0]
     full = DDSAttention(stable_vit, None, "rollout", sigma=0.12).details(
         inputs[:1], seed=2, k=3, n_samples=96
     )
     cp_lo, _ = cert.clopper_pearson_bounds(
         full.votes[0], 96, 0.001, simultaneous_over=full.votes.shape[1] * 3
     )
-    assert bool((union.lower >= cp_lo - 1e-15).all()) and union.method == "union"
+    assert bool((union.lower >= cp_lo - 1e-15).all()) and union.confidence_sequence == "union"
 
 
 def test_driver_rejects_what_it_cannot_certify(stable_vit, inputs):
@@ -365,10 +409,10 @@ def test_driver_rejects_what_it_cannot_certify(stable_vit, inputs):
     region = _region(stable_vit)
     with pytest.raises(ValueError, match="radius"):
         certify_at_radius(region, inputs, -0.1, 0)
-    with pytest.raises(TypeError, match="chunk"):
-        certify_at_radius(region, inputs, 0.1, 0, chunk=2.5)
-    with pytest.raises(ValueError, match="method"):
-        certify_at_radius(region, inputs, 0.1, 0, method="wald")
+    with pytest.raises(TypeError, match="samples_per_look"):
+        certify_at_radius(region, inputs, 0.1, 0, samples_per_look=2.5)
+    with pytest.raises(ValueError, match="confidence_sequence"):
+        certify_at_radius(region, inputs, 0.1, 0, confidence_sequence="wald")
     with pytest.raises(ValueError, match="stop"):
         certify_at_radius(region, inputs, 0.1, 0, stop="never")
     with pytest.raises(TypeError, match="seed"):
@@ -381,8 +425,8 @@ def test_soundness_inside_the_sequentially_certified_radius(stable_vit):
     k, beta, sigma, n_check = 3, 2 / 3, 0.12, 600
     generator = torch.Generator().manual_seed(0)
     images = torch.randn(4, 3, 32, 32, generator=generator) * 0.5
-    region = _region(stable_vit, n=800)
-    results = certify_at_radius(region, images, 0.03, seed=1, chunk=64)
+    region = _region(stable_vit, n_samples=800)
+    results = certify_at_radius(region, images, 0.03, seed=1, samples_per_look=64)
     radii = torch.tensor([c.radius_beta for c in results])
     certified = torch.tensor([c.explanation == "certified" for c in results])
     assert int(certified.sum()) >= 2, [c.summary() for c in results]
@@ -402,3 +446,71 @@ def test_soundness_inside_the_sequentially_certified_radius(stable_vit):
     big = _pgd_against_topk(stable_vit, pixels, clean, 25 * radii, sigma, norm_, steps=8)
     broken = _smoothed_topk(stable_vit, pixels + big, sigma, k, n_check, 21, norm_)
     assert bool((_overlap(clean, broken, k) < beta).any())
+
+
+def test_deprecated_driver_paths_warn_and_give_identical_results(stable_vit, inputs):
+    """certify(x, radius=r) → decide(x, r); chunk= → samples_per_look=; method= →
+    confidence_sequence=; n= → n_samples=; certificate .method/.n → the new fields."""
+    region = _region(stable_vit)
+    new = region.decide(inputs[:2], 0.03, seed=5, n_max=64, samples_per_look=32)
+    with pytest.warns(DeprecationWarning, match=r"use FaithfulRegion.decide"):
+        old = region.certify(inputs[:2], seed=5, radius=0.03, n_max=64, chunk=32)
+    with pytest.warns(DeprecationWarning, match="chunk= is deprecated"):
+        chunked = region.decide(inputs[:2], 0.03, seed=5, n_max=64, chunk=32)
+    for a, b, c in zip(old, new, chunked, strict=True):
+        assert isinstance(a, SequentialCertificate)
+        assert (a.decision, a.n_samples, a.radius) == (b.decision, b.n_samples, b.radius)
+        assert (c.decision, c.n_samples, c.radius) == (b.decision, b.n_samples, b.radius)
+        assert torch.equal(a.lower, b.lower) and torch.equal(c.upper, b.upper)
+    union = anytime_radii(region, inputs[:1], seed=2, n_max=64, samples_per_look=32,
+                          confidence_sequence="union")[0]  # fmt: skip
+    with pytest.warns(DeprecationWarning) as caught:
+        legacy = anytime_radii(region, inputs[:1], seed=2, n_max=64, chunk=32, method="union")[0]
+    messages = " ".join(str(w.message) for w in caught)
+    assert "chunk= is deprecated" in messages and "method= is deprecated" in messages
+    assert torch.equal(union.lower, legacy.lower) and union.radius == legacy.radius
+    with pytest.warns(DeprecationWarning, match="confidence_sequence"):
+        assert legacy.method == "union"
+    via_method = region.anytime_radii(
+        inputs[:1], seed=2, n_max=64, samples_per_look=32, confidence_sequence="union"
+    )[0]
+    assert torch.equal(via_method.lower, union.lower) and via_method.radius == union.radius
+    with pytest.warns(DeprecationWarning, match="n= is deprecated"):
+        renamed = _region(stable_vit, n_samples=None, n=256)
+    assert renamed.n_samples == region.n_samples == 256
+    with pytest.warns(DeprecationWarning, match="n_samples"):
+        assert region.n == 256
+    with pytest.raises(TypeError, match="pass n_samples="):
+        _region(stable_vit, n_samples=128, n=256)
+    with pytest.raises(TypeError, match="unexpected keyword"), pytest.warns(DeprecationWarning):
+        region.certify(inputs[:1], seed=0, radius=0.03, n_maximum=64)
+    with pytest.raises(ValueError, match="decide"):
+        region.certify(inputs[:1], seed=0, stop="both")
+
+
+def test_certificate_records_share_one_base(stable_vit, inputs):
+    """The fixed-n, anytime and sequential records are BaseCertificates: the shared fields
+    mean the same, so the sequential record at the fixed run's samples and level agrees
+    with the anytime one, and ``region_at``/``confidence`` work on all of them."""
+    from dataclasses import fields
+
+    from captum_fvit import BaseCertificate, RegionCertificate
+
+    region = _region(stable_vit)
+    fixed = region.certify(inputs[:1], seed=4)[0]
+    history = list(region.iter_anytime_radii(inputs[:1], seed=4, n_max=64))
+    decided = region.decide(inputs[:1], 0.0, seed=4, n_max=64, stop="both")[0]
+    anytime = history[decided.n_samples // 32 - 1][0]  # the look at which decide stopped
+    shared = {f.name for f in fields(BaseCertificate)}
+    for record in (fixed, anytime, decided):
+        assert isinstance(record, BaseCertificate) and shared <= {f.name for f in fields(record)}
+        assert record.confidence == pytest.approx(0.998)
+        assert torch.equal(record.region_at(0.01), record.r_in > 0.01)
+        assert record.radius == min(record.radius_beta, record.radius_pred)
+        assert record.radius_linf == pytest.approx(record.radius / math.sqrt(3 * 32 * 32))
+    assert isinstance(fixed, RegionCertificate) and fixed.n_samples == 256
+    assert anytime.label == decided.label == fixed.label
+    assert anytime.n_samples == decided.n_samples and history[-1][0].n_samples == 64
+    for name in shared:
+        a, b = getattr(anytime, name), getattr(decided, name)
+        assert torch.equal(a, b) if isinstance(a, torch.Tensor) else a == b, name

@@ -72,7 +72,7 @@ dds = DDSAttention(vit, denoiser, method="rollout", sigma=0.12, batch_size=128, 
 # - `alpha=0.001`: the explanation bounds fail with probability at most 0.1 %, for all 64
 #   tokens at once; `alpha_pred` (default: the same) is the prediction's share;
 # - `n_select=16` samples (set on the `DDSAttention`, shared by everything that selects a
-#   class) pick the class, `n=200` fresh samples estimate everything. Each sample
+#   class) pick the class, `n_samples=200` fresh samples estimate everything. Each sample
 #   is one denoiser call, the slow step on a CPU; real certificates use thousands, and more
 #   samples give tighter bounds and larger radii.
 #
@@ -81,7 +81,7 @@ dds = DDSAttention(vit, denoiser, method="rollout", sigma=0.12, batch_size=128, 
 # again.
 
 # %%
-region = FaithfulRegion(dds, k=5, beta=0.6, alpha=0.001, n=200)
+region = FaithfulRegion(dds, k=5, beta=0.6, alpha=0.001, n_samples=200)
 certificates = region.certify(inputs, seed=0)
 for i, c in enumerate(certificates):
     print(f"image {i}: {c.summary()}")
@@ -96,8 +96,10 @@ for i, c in enumerate(certificates):
 # A radius of 0 means *abstain*: for `R_β`, fewer than ⌈βk⌉ tokens are certified in the
 # top-k even at the image itself (their bounds overlap those of the runners-up); for
 # `R_pred`, the lower bound on the top class's probability is not above 1/2. Abstaining is
-# the honest answer when the samples cannot separate the candidates; more samples (`n`)
-# tighten the bounds.
+# the honest answer when the samples cannot separate the candidates; more samples (`n_samples`)
+# tighten the bounds. (To ask "is this image faithful at radius r?" instead, call
+# `region.decide(inputs, r, seed=0)`: an anytime-valid sequential test that stops each image
+# as soon as the answer is known.)
 
 # %% [markdown]
 # ## Read one certificate
@@ -153,9 +155,9 @@ assert math.isclose(c.radius_beta, float(c.r_in.sort(descending=True).values[nee
 # radius can be computed from the votes of the run above without sampling again.
 
 # %%
-votes = (c.estimate * c.n).round()
-plug_in = cert.certify_explanation(cert.vote_bounds(votes, c.n, alpha=None), c.k, c.sigma)
-certified = cert.certify_explanation(cert.vote_bounds(votes, c.n, alpha=c.alpha), c.k, c.sigma)
+votes = (c.estimate * c.n_samples).round()
+plug_in = cert.certify_explanation(cert.vote_bounds(votes, c.n_samples, alpha=None), c.k, c.sigma)
+certified = cert.certify_explanation(cert.vote_bounds(votes, c.n_samples, alpha=c.alpha), c.k, c.sigma)
 print(f"certified R_beta  {float(certified.overlap_radius(c.beta)):.4f}")
 print(f"plug-in estimate  {float(plug_in.overlap_radius(c.beta)):.4f}  (NOT certified)")
 assert not plug_in.certified and certified.certified
@@ -199,7 +201,7 @@ report = [
         "sigma": cert_i.sigma,
         "k": cert_i.k,
         "beta": cert_i.beta,
-        "n": cert_i.n,
+        "n_samples": cert_i.n_samples,
         "r_in": cert_i.r_in.tolist(),
     }
     for cert_i, true_label in zip(certificates, batch["label"].tolist())

@@ -35,8 +35,9 @@ import torch
 from scipy.stats import beta as beta_dist
 
 from .. import certify as cert
+from ..attr.certificate import renamed_argument
 from ..attr.region import FaithfulRegion
-from ..validation import check_count, check_image_batch, check_seed
+from ..validation import check_alpha, check_count, check_image_batch, check_positive, check_seed
 from .adaptive import adaptive_topk, smooth_pgd
 from .differentiable import DifferentiableDDS
 
@@ -116,6 +117,62 @@ def _upper_one_sided(count: int, n: int, alpha: float) -> float:
     return float(beta_dist.ppf(1 - alpha, count + 1, n - count))
 
 
+@dataclass(frozen=True)
+class _Settings:
+    steps: int
+    n_eot: int
+    n_verify: int
+    alpha_verify: float
+    seed: int
+
+
+def _attack_topk(dds, twin, x, i, c, rb, radius_scale, s: _Settings):
+    """``(‖Δ‖, certified tokens, overlap estimate, violation)`` of the top-k attack in ``rb``."""
+    if rb <= 0:
+        return 0.0, 0, math.nan, False
+    normalization = dds.normalization
+    attack = adaptive_topk(
+        dds.model, None, x, c.k, rb, dds.sigma, n_eot=s.n_eot, norm="l2", steps=s.steps,
+        step_size=rb / 4, random_start=True, labels=torch.tensor([c.label]),
+        topk_index=c.topk[None], keep_label=False, seed=s.seed + 1 + i, dds=twin, n_clean=1,
+    )  # fmt: skip
+    x_adv = attack.adversarial
+    norm = float((normalization.to_pixels(x_adv) - normalization.to_pixels(x)).flatten().norm())
+    # The (possibly inflated) certificate's claim: tokens with scale·r_in > ‖Δ‖ stay.
+    certified = (c.r_in * radius_scale > norm).nonzero().flatten()
+    target = torch.tensor([c.label]) if dds.method.class_specific else None
+    result = dds.details(
+        x_adv, target=target, seed=s.seed + VERIFY_SEED_OFFSET, k=c.k, n_samples=s.n_verify
+    )
+    if c.smoothing == "vote":
+        bounds = cert.vote_bounds(result.votes, s.n_verify, s.alpha_verify)
+        estimate = result.votes.double()
+    else:
+        estimate = result.mean.double()
+        bounds = cert.mean_bounds(estimate, result.variance, s.n_verify, s.alpha_verify)
+    lower, upper = bounds.lower[0], bounds.upper[0]
+    violation = False
+    if certified.numel():
+        above = (lower[None, :] > upper[certified][:, None]).sum(dim=1)
+        violation = bool((above >= c.k).any())
+    top = estimate[0].topk(c.k).indices
+    overlap = len(set(top.tolist()) & set(c.topk.tolist())) / c.k
+    return norm, int(certified.numel()), overlap, violation
+
+
+def _attack_prediction(dds, twin, x, i, c, rp, s: _Settings):
+    """``(‖Δ‖, p_upper, violation)`` of the prediction attack within ``rp``."""
+    normalization = dds.normalization
+    x_adv = smooth_pgd(
+        dds.model, None, x, torch.tensor([c.label]), rp, dds.sigma, s.n_eot, norm="l2",
+        steps=s.steps, step_size=rp / 4, seed=s.seed + 10_007 + i, dds=twin,
+    )  # fmt: skip
+    norm = float((normalization.to_pixels(x_adv) - normalization.to_pixels(x)).flatten().norm())
+    counts = dds.smoothed_prediction(x_adv, s.n_verify, s.seed + VERIFY_SEED_OFFSET + 1)
+    p_upper = _upper_one_sided(int(counts[0, c.label]), s.n_verify, s.alpha_verify)
+    return norm, p_upper, p_upper <= 0.5
+
+
 def check_certificates(
     region: FaithfulRegion,
     inputs: torch.Tensor,
@@ -126,8 +183,9 @@ def check_certificates(
     n_eot: int = 8,
     n_verify: int = 1000,
     alpha_verify: float = 0.001,
-    chunk_size: int = 32,
+    batch_size: int = 32,
     check_prediction: bool = True,
+    chunk_size: int | None = None,
 ) -> CertificateCheckReport:
     """Certify ``inputs`` with ``region``, then attack each certificate inside its radius.
 
@@ -149,10 +207,12 @@ def check_certificates(
         Fresh samples establishing a violation at the attacked point.
     alpha_verify : float, default 0.001
         Failure probability of each established violation.
-    chunk_size : int, default 32
+    batch_size : int, default 32
         Images per chunk through the denoiser in the attacks.
     check_prediction : bool, default True
         Also attack ``R_pred`` with :func:`smooth_pgd`.
+    chunk_size : int, optional
+        Deprecated name of ``batch_size``.
 
     Returns
     -------
@@ -160,69 +220,32 @@ def check_certificates(
     """
     images = check_image_batch(inputs)
     seed = check_seed(seed)
-    if not math.isfinite(radius_scale) or radius_scale <= 0:
-        raise ValueError(f"radius_scale must be a finite number > 0, got {radius_scale}")
+    radius_scale = check_positive(radius_scale, "radius_scale")
     steps = check_count(steps, "steps")
     n_eot = check_count(n_eot, "n_eot")
     n_verify = check_count(n_verify, "n_verify", minimum=2)
-    if not 0 < alpha_verify < 1:
-        raise ValueError(f"alpha_verify must lie in (0, 1), got {alpha_verify}")
+    alpha_verify = check_alpha(alpha_verify, "alpha_verify")
+    batch_size = renamed_argument(batch_size, chunk_size, "batch_size", "chunk_size", 32,
+                                  "check_certificates")  # fmt: skip
+    batch_size = check_count(batch_size, "batch_size")
     dds = region.dds
     certificates = region.certify(images, seed=seed)
     twin = DifferentiableDDS(
         dds.model, dds.denoiser, dds.method, dds.sigma,
-        normalization=dds.normalization, chunk_size=chunk_size, noise=dds.engine.noise,
+        normalization=dds.normalization, chunk_size=batch_size, noise=dds.engine.noise,
         clamp=dds.engine.clamp,
     )
-    normalization = dds.normalization
     shrink = 1 - 1e-6  # open ball: the claims hold for ‖Δ‖ < R
-    verify_seed = seed + VERIFY_SEED_OFFSET
+    settings = _Settings(steps, n_eot, n_verify, alpha_verify, seed)
     checks = []
     for i, c in enumerate(certificates):  # one radius per image; sampling inside is batched
         x = images[i : i + 1]
-        clean_pixels = normalization.to_pixels(x)
         rb = float(c.radius_beta) * radius_scale * shrink
         rp = 0.0 if c.abstain else float(c.radius_pred) * radius_scale * shrink
-        token_violation, overlap, certified_tokens, norm_topk = False, math.nan, 0, 0.0
-        if rb > 0:
-            attack = adaptive_topk(
-                dds.model, None, x, c.k, rb, dds.sigma, n_eot=n_eot, norm="l2", steps=steps,
-                step_size=rb / 4, random_start=True, labels=torch.tensor([c.label]),
-                topk_index=c.topk[None], keep_label=False, seed=seed + 1 + i, dds=twin,
-                n_clean=1,
-            )
-            x_adv = attack.adversarial
-            norm_topk = float((normalization.to_pixels(x_adv) - clean_pixels).flatten().norm())
-            # The (possibly inflated) certificate's claim: tokens with scale·r_in > ‖Δ‖ stay.
-            certified = (c.r_in * radius_scale > norm_topk).nonzero().flatten()
-            certified_tokens = int(certified.numel())
-            target = torch.tensor([c.label]) if dds.method.class_specific else None
-            result = dds.details(x_adv, target=target, seed=verify_seed, k=c.k, n_samples=n_verify)
-            if c.smoothing == "vote":
-                bounds = cert.vote_bounds(result.votes, n_verify, alpha_verify)
-                estimate = result.votes.double()
-            else:
-                bounds = cert.mean_bounds(
-                    result.mean.double(), result.variance, n_verify, alpha_verify
-                )
-                estimate = result.mean.double()
-            lower, upper = bounds.lower[0], bounds.upper[0]
-            if certified_tokens:
-                above = (lower[None, :] > upper[certified][:, None]).sum(dim=1)
-                token_violation = bool((above >= c.k).any())
-            top = estimate[0].topk(c.k).indices
-            overlap = len(set(top.tolist()) & set(c.topk.tolist())) / c.k
-        p_upper, prediction_violation, norm_pred = math.nan, False, 0.0
+        topk = _attack_topk(dds, twin, x, i, c, rb, radius_scale, settings)
+        prediction = (0.0, math.nan, False)
         if check_prediction and rp > 0:
-            x_adv = smooth_pgd(
-                dds.model, None, x, torch.tensor([c.label]), rp, dds.sigma, n_eot, norm="l2",
-                steps=steps, step_size=rp / 4, seed=seed + 10_007 + i, dds=twin,
-            )
-            norm_pred = float((normalization.to_pixels(x_adv) - clean_pixels).flatten().norm())
-            counts = dds.smoothed_prediction(x_adv, n_verify, verify_seed + 1)
-            count = int(counts[0, c.label])
-            p_upper = _upper_one_sided(count, n_verify, alpha_verify)
-            prediction_violation = p_upper <= 0.5
+            prediction = _attack_prediction(dds, twin, x, i, c, rp, settings)
         checks.append(
             CertificateCheck(
                 image=i,
@@ -230,13 +253,13 @@ def check_certificates(
                 radius_pred=0.0 if c.abstain else float(c.radius_pred),
                 attack_radius_beta=rb,
                 attack_radius_pred=rp,
-                delta_norm_topk=norm_topk,
-                delta_norm_pred=norm_pred,
-                certified_tokens=certified_tokens,
-                overlap_estimate=overlap,
-                token_violation=token_violation,
-                p_upper=p_upper,
-                prediction_violation=prediction_violation,
+                delta_norm_topk=topk[0],
+                delta_norm_pred=prediction[0],
+                certified_tokens=topk[1],
+                overlap_estimate=topk[2],
+                token_violation=topk[3],
+                p_upper=prediction[1],
+                prediction_violation=prediction[2],
             )
         )
     return CertificateCheckReport(

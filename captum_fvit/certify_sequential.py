@@ -79,6 +79,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from typing import NamedTuple
 
 import numpy as np
@@ -87,10 +88,11 @@ from scipy.special import betaln, xlog1py
 from torch import Tensor
 
 from . import certify as cert
-from .validation import check_radius
+from .validation import check_alpha, check_choice, check_count, check_k, check_radius, check_sigma
 
 __all__ = [
     "CERTIFIED",
+    "CONFIDENCE_SEQUENCES",
     "CS_METHODS",
     "DECISION_NAMES",
     "NOT_CERTIFIED",
@@ -113,8 +115,10 @@ __all__ = [
 #: Decision codes (int8 tensors): the statement at radius r is proven, disproven, or open.
 CERTIFIED, NOT_CERTIFIED, UNDECIDED = 1, 0, -1
 DECISION_NAMES = {CERTIFIED: "certified", NOT_CERTIFIED: "not_certified", UNDECIDED: "undecided"}
-#: Confidence sequences for a Bernoulli probability.
-CS_METHODS = ("beta_binomial", "union")
+#: Confidence sequences for a Bernoulli probability (the ``confidence_sequence=`` choices).
+CONFIDENCE_SEQUENCES = ("beta_binomial", "union")
+#: Deprecated name of :data:`CONFIDENCE_SEQUENCES`.
+CS_METHODS = CONFIDENCE_SEQUENCES
 
 _NEWTON_STEPS = 100  # an upper limit; convergence takes ~5-30 steps
 
@@ -127,35 +131,26 @@ def decision_name(code: int) -> str:
         raise ValueError(f"not a decision code: {code!r} (expected 1, 0 or -1)") from None
 
 
-def _check_alpha(alpha: float) -> float:
-    if isinstance(alpha, bool) or not isinstance(alpha, numbers.Real) or not 0 < alpha < 1:
-        raise ValueError(
-            f"alpha must be a failure probability in (0, 1), e.g. 0.001; got {alpha!r} "
-            "(sequential certification has no plug-in mode)"
+def _renamed(value, old_value, name: str, old_name: str, default, where: str):
+    """``value``, or the deprecated ``old_value`` with a DeprecationWarning (not both)."""
+    if old_value is None:
+        return value
+    if value != default:
+        raise TypeError(
+            f"{where} got {name}= and its deprecated old name {old_name}=; pass {name}= only"
         )
-    return float(alpha)
-
-
-def _check_positive_int(value: int, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise ValueError(f"{name} must be a positive integer; got {value!r}")
-    return int(value)
+    warnings.warn(
+        f"{where}: {old_name}= is deprecated (removed in the next release); use {name}=",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return old_value
 
 
 def _counts_and_n(counts: Tensor, n: int | Tensor) -> tuple[np.ndarray, np.ndarray, Tensor]:
-    like = torch.as_tensor(counts)
-    c = like.detach().to(dtype=torch.float64)
-    if isinstance(n, Tensor):
-        n_t = n.detach().to(device=c.device, dtype=torch.float64)
-    elif isinstance(n, bool) or not isinstance(n, numbers.Integral):
-        raise ValueError(f"n (number of samples) must be an int or a tensor of ints; got {n!r}")
-    else:
-        n_t = torch.tensor(float(n), dtype=torch.float64, device=c.device)
-    n_t = torch.broadcast_to(n_t, c.shape)
-    if not bool(torch.all((n_t == torch.round(n_t)) & (n_t >= 1))):
-        raise ValueError(f"n (number of samples) must be an integer >= 1; got {n!r}")
-    if not bool(torch.all((c == torch.round(c)) & (c >= 0) & (c <= n_t))):
-        raise ValueError("counts must be integers in [0, n] (how many of the n samples voted)")
+    like = torch.as_tensor(counts).detach()
+    n_t = torch.broadcast_to(cert.as_sample_sizes(n, like), like.shape)
+    c = cert.as_counts(like, n_t)
     return c.cpu().numpy(), n_t.cpu().numpy(), c
 
 
@@ -192,7 +187,7 @@ def beta_binomial_cs(
         float64 bounds in ``[0, 1]``, shape of ``counts``, on its device; never inside the
         exact interval (Newton from the outside, then a relative step of 1e-12 outwards).
     """
-    level = _check_alpha(alpha) / _check_positive_int(simultaneous_over, "simultaneous_over")
+    level = check_alpha(alpha) / check_count(simultaneous_over, "simultaneous_over")
     a, b = (float(v) for v in prior)
     if not (a > 0 and b > 0 and math.isfinite(a) and math.isfinite(b)):
         raise ValueError(f"prior must be two positive Beta parameters (a, b); got {prior!r}")
@@ -253,9 +248,9 @@ def union_cs(
     lower, upper : Tensor
         float64 two-sided bounds.
     """
-    looks = _check_positive_int(looks, "looks")
-    m = _check_positive_int(simultaneous_over, "simultaneous_over")
-    return cert.clopper_pearson_bounds(counts, n, _check_alpha(alpha), simultaneous_over=m * looks)
+    looks = check_count(looks, "looks")
+    m = check_count(simultaneous_over, "simultaneous_over")
+    return cert.clopper_pearson_bounds(counts, n, check_alpha(alpha), simultaneous_over=m * looks)
 
 
 def confidence_sequence(
@@ -263,9 +258,10 @@ def confidence_sequence(
     n: int | Tensor,
     alpha: float,
     *,
-    method: str = "beta_binomial",
+    confidence_sequence: str = "beta_binomial",
     simultaneous_over: int = 1,
     looks: int | None = None,
+    method: str | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Two-sided confidence sequence for Bernoulli probabilities (see the module docstring).
 
@@ -273,20 +269,32 @@ def confidence_sequence(
     ----------
     counts, n, alpha, simultaneous_over
         As in :func:`beta_binomial_cs`.
-    method : {"beta_binomial", "union"}
-        Which confidence sequence.
+    confidence_sequence : {"beta_binomial", "union"}
+        Which confidence sequence (:data:`CONFIDENCE_SEQUENCES`).
     looks : int, optional
         Number of pre-declared looks; required by ``"union"``, not accepted otherwise.
+    method : str, optional
+        Deprecated name of ``confidence_sequence``.
     """
-    if method == "beta_binomial":
+    kind = _renamed(
+        confidence_sequence, method, "confidence_sequence", "method", "beta_binomial",
+        "confidence_sequence",
+    )  # fmt: skip
+    kind = check_choice(kind, "confidence_sequence", CONFIDENCE_SEQUENCES)
+    if kind == "beta_binomial":
         if looks is not None:
-            raise ValueError("looks applies to method='union' only (the mixture is anytime)")
+            raise ValueError(
+                "looks applies to confidence_sequence='union' only (the mixture is anytime)"
+            )
         return beta_binomial_cs(counts, n, alpha, simultaneous_over=simultaneous_over)
-    if method == "union":
-        if looks is None:
-            raise ValueError("method='union' needs looks= (the number of pre-declared looks)")
-        return union_cs(counts, n, alpha, looks=looks, simultaneous_over=simultaneous_over)
-    raise ValueError(f"method must be one of {CS_METHODS}; got {method!r}")
+    if looks is None:
+        raise ValueError(
+            "confidence_sequence='union' needs looks= (the number of pre-declared looks)"
+        )
+    return union_cs(counts, n, alpha, looks=looks, simultaneous_over=simultaneous_over)
+
+
+_confidence_sequence = confidence_sequence  # the function, where a parameter takes its name
 
 
 def vote_cs(
@@ -294,8 +302,9 @@ def vote_cs(
     n: int | Tensor,
     alpha: float,
     *,
-    method: str = "beta_binomial",
+    confidence_sequence: str = "beta_binomial",
     looks: int | None = None,
+    method: str | None = None,
 ) -> cert.Bounds:
     """Simultaneous anytime bounds on vote-smoothed ``g_i = P(token i in top-k)``.
 
@@ -308,19 +317,24 @@ def vote_cs(
         ``(..., T)`` top-k counts over the first ``n`` samples.
     n : int or Tensor
         Samples so far (a tensor of shape ``(..., 1)`` for per-input counts).
-    alpha, method, looks
+    alpha, confidence_sequence, looks
         As in :func:`confidence_sequence`.
+    method : str, optional
+        Deprecated name of ``confidence_sequence``.
 
     Returns
     -------
     captum_fvit.certify.Bounds
         ``certified=True``; feed it to :func:`captum_fvit.certify.certify_explanation`.
     """
+    kind = _renamed(
+        confidence_sequence, method, "confidence_sequence", "method", "beta_binomial", "vote_cs"
+    )
     v = torch.as_tensor(votes)
     if v.dim() == 0:
         raise ValueError("votes must have a token dimension (..., T)")
-    lower, upper = confidence_sequence(
-        v, n, alpha, method=method, simultaneous_over=v.shape[-1], looks=looks
+    lower, upper = _confidence_sequence(
+        v, n, alpha, confidence_sequence=kind, simultaneous_over=v.shape[-1], looks=looks
     )
     return cert.Bounds(lower, upper, certified=True, alpha=float(alpha))
 
@@ -348,27 +362,41 @@ def running_intersection(
     return torch.where(empty, lower, lo), torch.where(empty, upper, up)
 
 
-def look_schedule(n_max: int, chunk: int, growth: float = 1.0) -> list[int]:
-    """Cumulative sample sizes of the looks: ``chunk``, then steps growing by ``growth``.
+def look_schedule(
+    n_max: int,
+    samples_per_look: int | None = None,
+    growth: float = 1.0,
+    *,
+    chunk: int | None = None,
+) -> list[int]:
+    """Cumulative sample sizes of the looks: ``samples_per_look``, then steps growing by
+    ``growth``.
 
     Parameters
     ----------
     n_max : int
         Sample budget (the last look).
-    chunk : int
-        Samples before the first look.
+    samples_per_look : int
+        Samples before the first look (and between looks when ``growth == 1``).
     growth : float, default 1.0
-        Each step is ``growth`` times the previous one (1 = equal chunks; 2 = doubling).
+        Each step is ``growth`` times the previous one (1 = equal steps; 2 = doubling).
+    chunk : int, optional
+        Deprecated name of ``samples_per_look``.
 
     Returns
     -------
     list of int
         Strictly increasing sample sizes ending at ``n_max``.
     """
-    n_max, chunk = _check_positive_int(n_max, "n_max"), _check_positive_int(chunk, "chunk")
-    if isinstance(growth, bool) or not isinstance(growth, numbers.Real) or not growth >= 1:
+    first = _renamed(samples_per_look, chunk, "samples_per_look", "chunk", None, "look_schedule")
+    if first is None:
+        raise TypeError("look_schedule needs samples_per_look (samples before the first look)")
+    n_max, first = check_count(n_max, "n_max"), check_count(first, "samples_per_look")
+    if isinstance(growth, bool) or not isinstance(growth, numbers.Real):
+        raise TypeError(f"growth must be a number >= 1; got {growth!r}")
+    if not growth >= 1:
         raise ValueError(f"growth must be a number >= 1; got {growth!r}")
-    sizes, step, total = [], float(chunk), 0
+    sizes, step, total = [], float(first), 0
     while total < n_max:
         total = min(n_max, total + max(1, int(round(step))))
         sizes.append(total)
@@ -389,9 +417,9 @@ def optimistic_radii_in(lower: Tensor, upper: Tensor, k: int, sigma: float) -> T
     Tensor
         ``(..., T)`` float64 radii, ℓ2 in the units of ``sigma`` ([0, 1] pixel units).
     """
-    lo, up = cert._check_pair(lower, upper)
-    k, sigma = cert._check_k(k, lo.shape[-1]), cert._check_sigma(sigma)
-    return cert._probit_margin(up, cert._kth_largest_of_others(lo, k), sigma)
+    lo, up = cert.check_bound_pair(lower, upper)
+    k, sigma = check_k(k, lo.shape[-1]), check_sigma(sigma)
+    return cert.probit_margin(up, cert.kth_largest_of_others(lo, k), sigma)
 
 
 class ExplanationDecision(NamedTuple):
@@ -486,9 +514,9 @@ def prediction_decision(
         ``CERTIFIED`` iff ``sigma Phi^-1(p_lower) > r``; ``NOT_CERTIFIED`` iff
         ``sigma Phi^-1(p_upper) <= r``.
     """
-    radius, sigma = check_radius(radius), cert._check_sigma(sigma)
-    lo = cert._as_probabilities(p_lower, "p_lower")
-    up = cert._as_probabilities(p_upper, "p_upper")
+    radius, sigma = check_radius(radius), check_sigma(sigma)
+    lo = cert.as_probabilities(p_lower, "p_lower")
+    up = cert.as_probabilities(p_upper, "p_upper")
     if lo.shape != up.shape or bool(torch.any(lo > up + 1e-12)):
         raise ValueError("p_lower and p_upper must have the same shape with p_lower <= p_upper")
     r_lo = (sigma * torch.special.ndtri(lo)).clamp_min(0.0)

@@ -1,11 +1,12 @@
-"""Sequential certification: draw DDS samples chunk by chunk, stop once the answer is known.
+"""Sequential certification of a region: draw DDS samples look by look, stop once decided.
 
-:func:`certify_at_radius` answers "is x (r, β, k)-faithful?" for a requested ℓ2 radius ``r``
-([0, 1] pixel units). After the ``n_select`` selection samples fix the class (as in the
-fixed-n certificate), it draws estimation samples in chunks of ``chunk`` (sample indices
-``[0, chunk)``, ``[chunk, 2 chunk)``, ... of the same noise stream the fixed-n certificate
-uses) and, after each chunk, evaluates anytime-valid confidence sequences
-(:mod:`captum_fvit.sequential`) for every token's vote probability (Bonferroni over the
+:func:`certify_at_radius` (:meth:`FaithfulRegion.decide
+<captum_fvit.attr.region.FaithfulRegion.decide>`) answers "is x (r, β, k)-faithful?" for a
+requested ℓ2 radius ``r`` ([0, 1] pixel units). After the ``n_select`` selection samples fix
+the class (as in the fixed-n certificate), it draws estimation samples ``samples_per_look``
+at a time (sample indices ``[0, m)``, ``[m, 2m)``, ... of the same noise stream the fixed-n
+certificate uses) and, after each look, evaluates anytime-valid confidence sequences
+(:mod:`captum_fvit.certify_sequential`) for every token's vote probability (Bonferroni over the
 ``P`` tokens at ``alpha``) and for the selected class's probability (at ``alpha_pred``).
 An input stops as soon as its decision is known — *certified* or *not certified* — and the
 undecided ones continue as a smaller batch, up to the budget ``n_max`` (then *undecided*:
@@ -13,7 +14,7 @@ abstain). With probability ``≥ 1 − alpha − alpha_pred`` every decision is 
 reported radius is valid, whenever sampling stopped.
 
 :func:`iter_anytime_radii` / :func:`anytime_radii` give the same confidence sequences as a
-radius that can be read after every chunk: ``R_β`` and ``R_pred`` reported at any stopping
+radius that can be read after every look: ``R_β`` and ``R_pred`` reported at any stopping
 time — after a sample budget, a time budget, or whenever the caller breaks out of the
 loop — are valid certificates.
 
@@ -22,19 +23,20 @@ Only vote smoothing has the count statistics these sequences need; mean smoothin
 
 from __future__ import annotations
 
-import math
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 
 from .. import certify as cert
-from .. import sequential as seq
+from .. import certify_sequential as seq
 from ..model_io import index_batch_args
 from ..noise import random_seed
 from ..validation import check_choice, check_count, check_positive, check_radius, check_seed
 from .base import prepare_inputs
+from .certificate import BaseCertificate, assemble_certificates, renamed_argument
 from .selection import explained_classes
 
 __all__ = [
@@ -46,79 +48,50 @@ __all__ = [
 ]
 
 #: Default samples per look (a multiple of the noise block, so no noise draw is wasted).
-DEFAULT_CHUNK = 32
+DEFAULT_SAMPLES_PER_LOOK = 32
+#: Deprecated name of :data:`DEFAULT_SAMPLES_PER_LOOK`.
+DEFAULT_CHUNK = DEFAULT_SAMPLES_PER_LOOK
 
 
-@dataclass
-class AnytimeCertificate:
+@dataclass(kw_only=True)
+class AnytimeCertificate(BaseCertificate):
     """Anytime-valid radii of one input after ``n_samples`` estimation samples.
 
     Radii are ℓ2 in [0, 1] pixel units (``*_linf``: ℓ∞, ``R₂/√d``). Every statement holds
-    with probability ``≥ confidence`` *whenever* sampling was stopped.
+    with probability ``≥ confidence`` *whenever* sampling was stopped (``certified`` is
+    always True: the sequences have no plug-in mode). Adds to the fields of
+    :class:`~captum_fvit.attr.certificate.BaseCertificate` (whose ``lower``/``upper`` are
+    the running intersection of the sequence's bounds, ``n_samples`` the samples used):
 
     Attributes
     ----------
-    k, beta, sigma : int, float, float
-        Top-k size, required overlap fraction, noise std ([0, 1] pixel units).
-    alpha, alpha_pred : float
-        Failure probabilities of the explanation and the prediction sequences.
-    method : str
-        Confidence sequence (``"beta_binomial"`` or ``"union"``).
-    n_select, n_samples, n_max : int
-        Selection samples, estimation samples used, and the budget.
-    label : int
-        The smoothed classifier's class, selected from the ``n_select`` samples.
-    lower, upper : Tensor
-        ``P`` simultaneous bounds on the vote probabilities (running intersection).
-    r_in : Tensor
-        ``P`` certified per-token radii from those bounds.
-    radius_beta : float
-        Certified ``R_β`` (0 = abstain).
+    confidence_sequence : str
+        ``"beta_binomial"`` or ``"union"``.
+    n_max : int
+        The sample budget.
     radius_beta_upper : float
         No vote probabilities within the bounds have an exact ``R_β`` above this.
-    p_lower, p_upper : float
-        Bounds on ``P(f(x+δ) = label)``.
-    radius_pred : float
-        Certified ``R_pred = σ Φ⁻¹(p_lower)`` (0 = abstain, ``p_lower ≤ 1/2``).
+    p_upper : float
+        Upper bound of ``P(f(x+δ) = label)``.
     radius_pred_upper : float
         ``σ Φ⁻¹(p_upper)`` clipped at 0.
-    radius : float
-        ``min(R_β, R_pred)``: x is (radius, β, k)-faithful.
-    radius_linf, radius_beta_linf, radius_pred_linf : float
-        The same as ℓ∞ radii.
-    seed : int
-        Seed of all noise draws.
     """
 
-    k: int
-    beta: float
-    sigma: float
-    alpha: float
-    alpha_pred: float
-    method: str
-    n_select: int
-    n_samples: int
+    confidence_sequence: str
     n_max: int
-    label: int
-    lower: torch.Tensor
-    upper: torch.Tensor
-    r_in: torch.Tensor
-    radius_beta: float
     radius_beta_upper: float
-    p_lower: float
     p_upper: float
-    radius_pred: float
     radius_pred_upper: float
-    radius: float
-    radius_linf: float
-    radius_beta_linf: float
-    radius_pred_linf: float
-    seed: int
 
     @property
-    def confidence(self) -> float:
-        """Probability (over the sampling) that every statement holds: ``1 − α − α_pred``."""
-        return 1.0 - self.alpha - self.alpha_pred
+    def method(self) -> str:
+        """Deprecated name of :attr:`confidence_sequence` (removed in the next release)."""
+        warnings.warn(
+            "AnytimeCertificate.method is deprecated; use .confidence_sequence",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self.confidence_sequence
 
     def summary(self) -> str:
         """One line a person can read."""
@@ -130,7 +103,7 @@ class AnytimeCertificate:
         )
 
 
-@dataclass
+@dataclass(kw_only=True)
 class SequentialCertificate(AnytimeCertificate):
     """The sequential answer for one input: is it (r, β, k)-faithful at ``requested_radius``?
 
@@ -214,30 +187,31 @@ class _Sampler:
         ``[start, stop)`` — the same sample indices (hence noise) as a fixed-n run."""
         index = index.to(self.images.device)
         target = self.explained[index.to(self.explained.device)]
-        result = self.dds._details(  # inputs and arguments were checked by certify()
+        result = self.dds.details(
             self.images[index],
             target if self.dds.method.class_specific else None,
             self.seed,
             self.region.k,
             index_batch_args(self.forward_args, self.n_inputs, index),
-            range(start, stop),
+            samples=range(start, stop),
+            progress=False,
         )
         label = self.label[index.to(self.label.device)].to(result.class_counts.device)
         fresh = result.class_counts.gather(1, label[:, None])[:, 0]
         return result.votes.long(), fresh.long()
 
 
-def _prepare(region, inputs, seed, n_max, chunk, method):
+def _prepare(region, inputs, seed, n_max, samples_per_look, confidence_sequence):
     images = prepare_inputs(inputs, region.model, region.dds.normalization).images
     region.dds.engine.check_inputs(images)
-    if hasattr(region, "_check_k"):
-        region._check_k(images)
+    region.check_k(images)
     seed = check_seed(seed)
     seed = random_seed() if seed is None else seed
-    n_max = region.n if n_max is None else check_count(n_max, "n_max")
-    chunk = DEFAULT_CHUNK if chunk is None else check_count(chunk, "chunk")
-    method = check_choice(method, "method", seq.CS_METHODS)
-    return images, seed, n_max, min(chunk, n_max), method
+    n_max = region.n_samples if n_max is None else check_count(n_max, "n_max")
+    look = DEFAULT_SAMPLES_PER_LOOK if samples_per_look is None else samples_per_look
+    look = check_count(look, "samples_per_look")
+    kind = check_choice(confidence_sequence, "confidence_sequence", seq.CONFIDENCE_SEQUENCES)
+    return images, seed, n_max, min(look, n_max), kind
 
 
 class _State:
@@ -251,7 +225,7 @@ class _State:
         self.p_lower = torch.zeros(n_inputs, dtype=torch.float64, device=device)
         self.p_upper = torch.ones(n_inputs, dtype=torch.float64, device=device)
 
-    def update(self, index, votes, count, n_now, alpha, alpha_pred, method, looks):
+    def update(self, index, votes, count, n_now, alpha, alpha_pred, kind, looks):
         if self.votes is None:
             shape = (self.n.shape[0], votes.shape[1])
             self.votes = torch.zeros(shape, dtype=torch.long, device=self.n.device)
@@ -262,86 +236,74 @@ class _State:
         self.count[index] += count.to(self.n.device)
         self.n[index] = n_now
         n_col = self.n[index, None]
-        bounds = seq.vote_cs(self.votes[index], n_col, alpha, method=method, looks=looks)
+        bounds = seq.vote_cs(
+            self.votes[index], n_col, alpha, confidence_sequence=kind, looks=looks
+        )
         # Running intersection: on the event that every sequence covers at every look, the
         # intersection over the looks covers too.
         self.lower[index], self.upper[index] = seq.running_intersection(
             self.lower[index], self.upper[index], bounds.lower.to(device), bounds.upper.to(device)
         )
         p_lo, p_up = seq.confidence_sequence(
-            self.count[index], self.n[index], alpha_pred, method=method, looks=looks
+            self.count[index], self.n[index], alpha_pred, confidence_sequence=kind, looks=looks
         )
         self.p_lower[index], self.p_upper[index] = seq.running_intersection(
             self.p_lower[index], self.p_upper[index], p_lo.to(device), p_up.to(device)
         )
 
 
-def _certificates(region, sampler, state, seed, n_max, method, images, decisions=None, radius=0.0):
+def _certificates(region, sampler, state, seed, n_max, kind, images, decisions=None, radius=0.0):
+    """One :class:`AnytimeCertificate` per input (a :class:`SequentialCertificate` with
+    ``decisions = (combined, explanation, prediction)`` codes at ``radius``)."""
     k, beta, sigma = region.k, region.beta, region.sigma
-    alpha, alpha_pred = region.alpha, region.alpha_pred
     expl = seq.explanation_decision(state.lower, state.upper, k, beta, sigma, radius)
     pred = seq.prediction_decision(state.p_lower, state.p_upper, sigma, radius)
-    r_in = cert.radii_in(state.lower, state.upper, k, sigma)
-    d = math.prod(images.shape[1:])
-    out = []
-    for i in range(images.shape[0]):  # assembling results only
-        rb, rp = float(expl.radius_beta[i]), float(pred.radius_pred[i])
-        fields = dict(
-            k=k,
-            beta=beta,
-            sigma=sigma,
-            alpha=alpha,
-            alpha_pred=alpha_pred,
-            method=method,
-            n_select=sampler.n_select,
-            n_samples=int(state.n[i]),
-            n_max=n_max,
-            label=int(sampler.label[i]),
-            lower=state.lower[i],
-            upper=state.upper[i],
-            r_in=r_in[i],
-            radius_beta=rb,
-            radius_beta_upper=float(expl.radius_beta_upper[i]),
-            p_lower=float(state.p_lower[i]),
-            p_upper=float(state.p_upper[i]),
-            radius_pred=rp,
-            radius_pred_upper=float(pred.radius_pred_upper[i]),
-            radius=min(rb, rp),
-            radius_linf=float(cert.l2_to_linf(min(rb, rp), d)),
-            radius_beta_linf=float(cert.l2_to_linf(rb, d)),
-            radius_pred_linf=float(cert.l2_to_linf(rp, d)),
-            seed=seed,
-        )
-        if decisions is None:
-            out.append(AnytimeCertificate(**fields))
-        else:
-            combined, e_code, p_code = decisions
-            out.append(
-                SequentialCertificate(
-                    **fields,
-                    requested_radius=float(radius),
-                    decision=seq.decision_name(combined[i]),
-                    explanation=seq.decision_name(e_code[i]),
-                    prediction=seq.decision_name(p_code[i]),
-                )
-            )
-    return out
+    per_input = dict(
+        n_samples=state.n, label=sampler.label, lower=state.lower, upper=state.upper,
+        r_in=cert.radii_in(state.lower, state.upper, k, sigma),
+        radius_beta_upper=expl.radius_beta_upper, p_lower=state.p_lower, p_upper=state.p_upper,
+        radius_pred_upper=pred.radius_pred_upper,
+    )  # fmt: skip
+    shared = dict(
+        certified=True, k=k, beta=beta, sigma=sigma, alpha=region.alpha,
+        alpha_pred=region.alpha_pred, confidence_sequence=kind, n_select=sampler.n_select,
+        n_max=n_max, seed=seed,
+    )  # fmt: skip
+    cls = AnytimeCertificate
+    if decisions is not None:
+        cls = SequentialCertificate
+        shared["requested_radius"] = float(radius)
+        for name, codes in zip(("decision", "explanation", "prediction"), decisions):
+            per_input[name] = [seq.decision_name(code) for code in codes.tolist()]
+    return assemble_certificates(
+        cls, images.shape[1:], radius_beta=expl.radius_beta, radius_pred=pred.radius_pred,
+        per_input=per_input, shared=shared,
+    )  # fmt: skip
+
+
+def _deprecated_names(samples_per_look, chunk, confidence_sequence, method, where):
+    look = renamed_argument(samples_per_look, chunk, "samples_per_look", "chunk", None, where, 4)
+    kind = renamed_argument(confidence_sequence, method, "confidence_sequence", "method",
+                            "beta_binomial", where, 4)  # fmt: skip
+    return look, kind
 
 
 # --------------------------------------------------------------------------- public API
 def certify_at_radius(
     region,
-    images,
+    inputs,
     radius: float,
     seed: int | None = None,
     forward_args: tuple = (),
     target=None,
     *,
     n_max: int | None = None,
-    chunk: int | None = None,
-    method: str = "beta_binomial",
+    samples_per_look: int | None = None,
+    confidence_sequence: str = "beta_binomial",
     stop: str = "faithful",
     time_budget_s: float | None = None,
+    chunk: int | None = None,
+    method: str | None = None,
 ) -> list[SequentialCertificate]:
     """Decide sequentially whether each input is (radius, β, k)-faithful.
 
@@ -349,8 +311,8 @@ def certify_at_radius(
     ----------
     region : FaithfulRegion
         Supplies the DDS pipeline, ``k``, ``beta``, ``alpha``, ``alpha_pred``, ``n_select``
-        and the default budget ``n`` (vote smoothing only).
-    images : Tensor or tuple of one Tensor
+        and the default budget ``n_samples`` (vote smoothing only).
+    inputs : Tensor or tuple of one Tensor
         ``N×C×H×W`` batch in the model's normalisation.
     radius : float
         ℓ2 radius ``r ≥ 0`` to decide, in [0, 1] pixel units.
@@ -362,27 +324,32 @@ def certify_at_radius(
         Class to explain (class-specific methods); default the selected class. The
         prediction is always certified for the selected class.
     n_max : int, optional
-        Estimation-sample budget per input (default ``region.n``); at the budget the
+        Estimation-sample budget per input (default ``region.n_samples``); at the budget the
         decision is ``"undecided"`` (abstain).
-    chunk : int, optional
-        Samples per look (default 32). Smaller chunks stop closer to the earliest possible
+    samples_per_look : int, optional
+        Samples between looks (default 32). Fewer stop closer to the earliest possible
         sample but run more, smaller batches.
-    method : {"beta_binomial", "union"}, default "beta_binomial"
-        Confidence sequence (:mod:`captum_fvit.sequential`); ``"union"`` spends α over the
-        ``⌈n_max / chunk⌉`` pre-declared looks.
+    confidence_sequence : {"beta_binomial", "union"}, default "beta_binomial"
+        Confidence sequence (:mod:`captum_fvit.certify_sequential`); ``"union"`` spends α
+        over the ``⌈n_max / samples_per_look⌉`` pre-declared looks.
     stop : {"faithful", "both"}, default "faithful"
         Stop an input when the combined answer is known (a single "not certified" part
         settles it), or only when both parts are decided.
     time_budget_s : float, optional
         Stop every input after the look during which this many seconds passed (its answer
         may then be ``"undecided"``); the reported radii stay valid.
+    chunk, method : optional
+        Deprecated names of ``samples_per_look`` and ``confidence_sequence``.
 
     Returns
     -------
     list of SequentialCertificate
         One per input; ``n_samples`` is the number of estimation samples it used.
     """
-    images, seed, n_max, chunk, method = _prepare(region, images, seed, n_max, chunk, method)
+    look, kind = _deprecated_names(
+        samples_per_look, chunk, confidence_sequence, method, "certify_at_radius"
+    )
+    images, seed, n_max, look, kind = _prepare(region, inputs, seed, n_max, look, kind)
     radius = check_radius(radius)
     stop = check_choice(stop, "stop", ("faithful", "both"))
     if time_budget_s is not None:
@@ -390,8 +357,8 @@ def certify_at_radius(
     started = time.perf_counter()
     forward_args = tuple(forward_args) if forward_args is not None else ()
     sampler = _Sampler(region, images, seed, forward_args, target)
-    schedule = seq.look_schedule(n_max, chunk)
-    looks = len(schedule) if method == "union" else None
+    schedule = seq.look_schedule(n_max, look)
+    looks = len(schedule) if kind == "union" else None
     n_inputs, device = images.shape[0], images.device
     state = _State(n_inputs, device)
     e_code = torch.full((n_inputs,), seq.UNDECIDED, dtype=torch.int8)
@@ -403,7 +370,7 @@ def certify_at_radius(
         index = active.nonzero()[:, 0]
         votes, count = sampler.draw(index.to(device), done_samples, total)
         state.update(
-            index.to(device), votes, count, total, region.alpha, region.alpha_pred, method, looks
+            index.to(device), votes, count, total, region.alpha, region.alpha_pred, kind, looks
         )
         expl = seq.explanation_decision(
             state.lower[index], state.upper[index], region.k, region.beta, region.sigma, radius
@@ -423,80 +390,88 @@ def certify_at_radius(
         if not bool(active.any()) or out_of_time:
             break
     return _certificates(
-        region, sampler, state, seed, n_max, method, images, (combined, e_code, p_code), radius
+        region, sampler, state, seed, n_max, kind, images, (combined, e_code, p_code), radius
     )
 
 
 def iter_anytime_radii(
     region,
-    images,
+    inputs,
     seed: int | None = None,
     forward_args: tuple = (),
     target=None,
     *,
     n_max: int | None = None,
+    samples_per_look: int | None = None,
+    confidence_sequence: str = "beta_binomial",
     chunk: int | None = None,
-    method: str = "beta_binomial",
+    method: str | None = None,
 ) -> Iterator[list[AnytimeCertificate]]:
-    """Yield anytime-valid certificates of every input after each chunk of samples.
+    """Yield anytime-valid certificates of every input after each look.
 
     Stop iterating whenever you like (a deadline, radii large enough, ...): the last
     certificates you received hold with probability ``≥ 1 − alpha − alpha_pred``. With the
-    default ``method="beta_binomial"`` the sequence has no horizon; ``n_max`` (default
-    ``region.n``) only ends the iteration. Parameters as in :func:`certify_at_radius`.
+    default ``confidence_sequence="beta_binomial"`` the sequence has no horizon; ``n_max``
+    (default ``region.n_samples``) only ends the iteration. Parameters as in
+    :func:`certify_at_radius`.
 
     Yields
     ------
     list of AnytimeCertificate
-        One per input, after ``chunk``, ``2 chunk``, ... samples.
+        One per input, after ``samples_per_look``, ``2 samples_per_look``, ... samples.
     """
-    images, seed, n_max, chunk, method = _prepare(region, images, seed, n_max, chunk, method)
-    forward_args = tuple(forward_args) if forward_args is not None else ()
+    look, kind = _deprecated_names(
+        samples_per_look, chunk, confidence_sequence, method, "iter_anytime_radii"
+    )
+    images, seed, n_max, look, kind = _prepare(region, inputs, seed, n_max, look, kind)
+    return _iterate(region, images, seed, tuple(forward_args or ()), target, n_max, look, kind)
+
+
+def _iterate(region, images, seed, forward_args, target, n_max, look, kind):
     sampler = _Sampler(region, images, seed, forward_args, target)
-    schedule = seq.look_schedule(n_max, chunk)
-    looks = len(schedule) if method == "union" else None
+    schedule = seq.look_schedule(n_max, look)
+    looks = len(schedule) if kind == "union" else None
     index = torch.arange(images.shape[0], device=images.device)
     state = _State(images.shape[0], images.device)
     done_samples = 0
     for total in schedule:
         votes, count = sampler.draw(index, done_samples, total)
-        state.update(index, votes, count, total, region.alpha, region.alpha_pred, method, looks)
+        state.update(index, votes, count, total, region.alpha, region.alpha_pred, kind, looks)
         done_samples = total
-        yield _certificates(region, sampler, state, seed, n_max, method, images)
+        yield _certificates(region, sampler, state, seed, n_max, kind, images)
 
 
 def anytime_radii(
     region,
-    images,
+    inputs,
     seed: int | None = None,
     forward_args: tuple = (),
     target=None,
     *,
     n_max: int | None = None,
     time_budget_s: float | None = None,
+    samples_per_look: int | None = None,
+    confidence_sequence: str = "beta_binomial",
     chunk: int | None = None,
-    method: str = "beta_binomial",
+    method: str | None = None,
 ) -> list[AnytimeCertificate]:
     """Anytime-valid ``R_β``, ``R_pred`` and ``R`` within a sample and/or time budget.
 
-    Runs :func:`iter_anytime_radii` until ``n_max`` samples (default ``region.n``) or until
-    the look during which ``time_budget_s`` seconds passed, and returns the last
+    Runs :func:`iter_anytime_radii` until ``n_max`` samples (default ``region.n_samples``)
+    or until the look during which ``time_budget_s`` seconds passed, and returns the last
     certificates; they are valid whenever the loop stopped.
     """
+    look, kind = _deprecated_names(
+        samples_per_look, chunk, confidence_sequence, method, "anytime_radii"
+    )
     if time_budget_s is not None:
         time_budget_s = check_positive(time_budget_s, "time_budget_s", " seconds")
     started = time.perf_counter()
     last = None
     for last in iter_anytime_radii(
-        region,
-        images,
-        seed,
-        forward_args,
-        target,
-        n_max=n_max,
-        chunk=chunk,
-        method=method,
-    ):
+        region, inputs, seed, forward_args, target, n_max=n_max, samples_per_look=look,
+        confidence_sequence=kind,
+    ):  # fmt: skip
         if time_budget_s is not None and time.perf_counter() - started >= time_budget_s:
             break
     return last
