@@ -390,11 +390,11 @@ class DDSAttention(ViTAttribution):
             explained = self._explained_classes(
                 images, target, seed, forward_args, process_group, progress
             )
-            return self._details(
+            return self.details_prepared(
                 images, explained, seed, k, forward_args, samples, process_group, progress
             )
 
-    def _details(
+    def details_prepared(
         self,
         images: torch.Tensor,
         explained: torch.Tensor | None,
@@ -405,8 +405,14 @@ class DDSAttention(ViTAttribution):
         process_group=None,
         progress: bool = False,
     ) -> DDSResult:
-        """:meth:`details` on validated inputs with the explained classes resolved (for
-        callers that validated already: FaithfulRegion, the sequential test)."""
+        """:meth:`details` without argument checks, for callers that checked them already.
+
+        ``images`` are the model-space batch as :meth:`details` prepares it, ``explained``
+        the ``N`` classes to explain (``None`` for class-agnostic methods), ``seed`` an int,
+        ``forward_args`` a tuple and ``samples`` a range of noise-sample indices. Validation
+        runs once per public call: :class:`~captum_fvit.FaithfulRegion` checks its inputs once
+        and then draws every look of a sequential test through this method.
+        """
         with model_lock(self.model):
             stats = self._run(
                 images, samples, seed, explained, forward_args, k, process_group, progress

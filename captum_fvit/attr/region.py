@@ -65,7 +65,7 @@ from .region_sequential import (
     certify_at_radius,
     iter_anytime_radii,
 )
-from .selection import ClassSelection, select_classes
+from .selection import ClassSelection, explained_classes, select_classes
 
 __all__ = ["FaithfulRegion", "RegionCertificate"]
 
@@ -471,9 +471,12 @@ class FaithfulRegion(ViTAttribution):
             selection = self.select(images, seed, forward_args, process_group=process_group)
             explained = None
             if dds.method.class_specific:  # the selected class unless a target is given
-                explained = selection.classes if target is None else target
-            result = dds.details(
-                images, explained, seed, self.k, forward_args, samples=range(self.n_samples),
+                explained = selection.classes if target is None else explained_classes(
+                    dds.engine, dds.model, images, target, dds.n_select, seed, forward_args
+                )
+            dds.engine.check_inputs(images)
+            result = dds.details_prepared(
+                images, explained, seed, self.k, forward_args, range(self.n_samples),
                 process_group=process_group, progress=self.progress,
             )  # fmt: skip
         return self._assemble(images, selection, result, region_radius, seed)

@@ -187,14 +187,13 @@ class _Sampler:
         ``[start, stop)`` — the same sample indices (hence noise) as a fixed-n run."""
         index = index.to(self.images.device)
         target = self.explained[index.to(self.explained.device)]
-        result = self.dds.details(
+        result = self.dds.details_prepared(  # inputs and arguments were checked once, up front
             self.images[index],
             target if self.dds.method.class_specific else None,
             self.seed,
             self.region.k,
             index_batch_args(self.forward_args, self.n_inputs, index),
-            samples=range(start, stop),
-            progress=False,
+            range(start, stop),
         )
         label = self.label[index.to(self.label.device)].to(result.class_counts.device)
         fresh = result.class_counts.gather(1, label[:, None])[:, 0]
