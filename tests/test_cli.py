@@ -13,7 +13,7 @@ from captum_fvit.cli import main
 @pytest.fixture(scope="module")
 def demo_report(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "report"
-    code = main(["demo", "--out", str(out), "--images", "2", "--samples", "4", "--seed", "3"])
+    code = main(["demo", "--out", str(out), "--images", "2", "--n-samples", "4", "--seed", "3"])
     return code, out
 
 
@@ -37,7 +37,7 @@ def test_demo_writes_report(demo_report, capsys):
 
 
 def test_demo_prints_summary_table(tmp_path, capsys):
-    assert main(["demo", "--out", str(tmp_path), "--images", "1", "--samples", "2"]) == 0
+    assert main(["demo", "--out", str(tmp_path), "--images", "1", "--n-samples", "2"]) == 0
     printed = capsys.readouterr().out
     assert "bundled default" in printed
     for method in ("raw", "rollout", "grad_rollout"):
@@ -107,7 +107,7 @@ FACTORIES = textwrap.dedent(
     """
 )
 
-TINY = ["--n-images", "1", "--samples", "1", "--eps", "0", "--methods", "raw", "--k", "3",
+TINY = ["--n-images", "1", "--n-samples", "1", "--eps", "0", "--methods", "raw", "--k", "3",
         "--variants", "vanilla", "--batch-size", "1", "--no-progress"]  # fmt: skip
 
 
@@ -264,26 +264,141 @@ def test_paper_preset_refuses_options_it_would_ignore(tmp_path, capsys):
 
 
 def test_paper_preset_forwards_its_options(tmp_path, capsys, monkeypatch):
-    import captum_fvit.evaluate.paper as paper
+    import captum_fvit.evaluate.presets as presets
+    import captum_fvit.evaluate.runner as runner
 
     seen = {}
 
     class Result:
         table = "| table |"
+        evaluation = None
 
-    def fake(out, n_images, **kwargs):
-        seen.update(out=out, n_images=n_images, **kwargs)
+    def fake(name, out, n_images, **kwargs):
+        seen.update(name=name, out=out, n_images=n_images, **kwargs)
         return Result()
 
-    monkeypatch.setattr(paper, "run_paper_preset", fake)
+    monkeypatch.setattr(presets, "run_preset", fake)
+    monkeypatch.setattr(runner, "write_report", lambda result, out: {})
     args = ["evaluate", "--preset", "paper", "--out", str(tmp_path), "--n-images", "5",
-            "--samples", "3", "--eps", "0", "8", "--methods", "raw", "--resume", "--no-progress"]  # fmt: skip
+            "--n-samples", "3", "--eps", "0", "8", "--methods", "raw", "--resume", "--no-progress"]  # fmt: skip
     assert main(args) == 0
+    resolved = {k: seen.pop(k) for k in ("model", "dataset", "denoiser", "device", "setup", "n_boot")}
     assert seen == {
-        "out": str(tmp_path), "n_images": 5, "resume": True, "progress": False,
-        "n_samples": 3, "eps_255": (0.0, 8.0), "methods": ("raw",),
+        "name": "paper", "out": tmp_path, "n_images": 5, "resume": True, "progress": False,
+        "n_samples": 3, "eps": (0.0, 8 / 255), "methods": ("raw",),
     }  # fmt: skip
     assert "| table |" in capsys.readouterr().out
+    # The user's options reach the runner: the bundled default here, 5 shapes images.
+    assert isinstance(resolved["model"], torch.nn.Module) and len(resolved["dataset"]) == 5
+    assert resolved["setup"]["model"] == "default" and resolved["n_boot"] == 2000
+
+
+def test_paper_preset_runs_on_the_users_model_denoiser_and_data(in_factory_dir, capsys):
+    """--preset paper with --model/--denoiser/--data: the one runner's rows (every attack of
+    the preset, with its threat, every variant), its report and the preset's table."""
+    args = ["evaluate", "--preset", "paper", "--model", "cli_factories:make", "--denoiser",
+            "cli_factories:denoiser", "--data", "shapes", "--n-images", "2", "--batch-size", "2",
+            "--n-samples", "1", "--methods", "raw", "--eps", "0", "8", "--k", "3",
+            "--attack-steps", "1", "--adaptive-steps", "1", "--n-eot", "1", "--n-boot", "50",
+            "--no-progress", "--out", "o"]  # fmt: skip
+    assert main(args) == 0, capsys.readouterr().err
+    out = in_factory_dir / "o"
+    rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    explain = [r for r in rows if r["kind"] == "explain"]
+    threats = {(r["attack"], r["threat"]) for r in explain}
+    assert threats == {("clean", None), ("pgd", "transfer"), ("topk", "transfer"),
+                       ("smooth_pgd", "adaptive"), ("adaptive_topk", "adaptive")}  # fmt: skip
+    assert {r["variant"] for r in explain} == {"vanilla", "smoothgrad", "identity", "dds"}
+    assert len(explain) == 2 * 4 * 5  # images × variants × (clean + 4 attacks), one method
+    assert all("floor_overlap" in r for r in explain if r["variant"] != "vanilla")
+    setup = json.loads((out / "results.json").read_text())["setup"]
+    assert setup["model"] == "cli_factories:make" and setup["denoiser"] == "cli_factories:denoiser"
+    table = (out / "paper_table.md").read_text()
+    assert "| smooth_pgd | adaptive | 8 |" in table and "| raw | topk | transfer | 8 | 2 |" in table
+    assert table in capsys.readouterr().out
+    # --table-only rewrites the same table from the rows on disk.
+    assert main(["evaluate", "--preset", "paper", "--table-only", "--n-boot", "50", "--out", "o"]) == 0
+    assert (out / "paper_table.md").read_text() == table
+
+
+def test_deprecated_samples_flag_still_works_with_a_message(in_factory_dir, capsys):
+    args = ["evaluate", "--model", "cli_factories:make", "--denoiser", "identity", *TINY,
+            "--variants", "dds", "--samples", "1", "--n-samples", "16", "--out", "o"]  # fmt: skip
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "--samples is deprecated" in err and "--n-samples" in err
+    header = json.loads((in_factory_dir / "o" / "results.jsonl").read_text().splitlines()[0])
+    assert header["config"]["n_samples"] == 1
+
+
+# -- the paper preset through the one runner (moved from test_adaptive.py) ---------------------
+def test_paper_preset_small_run_streams_rows_resumes_and_writes_the_table(tmp_path):
+    from conftest import make_timm_vit
+
+    from captum_fvit import AttentionMap, DDSAttention
+    from captum_fvit.data import ShapesBenchmark
+    from captum_fvit.evaluate import pgd_attack, run_paper_preset
+    from captum_fvit.evaluate.presets import ATTACK_NAMES
+    from captum_fvit.space import resolve_normalization
+
+    model = make_timm_vit(depth=2, num_classes=6)
+    dataset = ShapesBenchmark.from_split("test", 3, image_size=32)
+    options = dict(model=model, denoiser=None, dataset=dataset, n_samples=2, n_eot=1,
+                   adaptive_steps=1, attack_steps=2, batch_size=2, eps=(0, 8 / 255), k=4,
+                   n_boot=100, n_adaptive_images=2, progress=False)  # fmt: skip
+    first = run_paper_preset(tmp_path, 3, resume=False, **options)
+    # Batch 0 (images 0, 1): clean + 4 attacks; batch 1 (image 2): clean + the 2 transfer
+    # attacks (the adaptive ones are for the first 2 images only).
+    assert first.units_run == 5 + 3 and first.units_skipped == 0
+    maps = [r for r in first.rows if r["kind"] == "explain" and r["attack"] != "clean"]
+    for attack in ATTACK_NAMES:
+        images = {r["image"] for r in maps if r["attack"] == attack}
+        assert images == ({0, 1} if attack in ("smooth_pgd", "adaptive_topk") else {0, 1, 2})
+    assert {r["variant"] for r in maps} == {"vanilla", "smoothgrad", "identity", "dds"}
+    assert all(0 <= r["topk_overlap"] <= 1 for r in maps)
+    assert all("floor_overlap" in r and "topk_overlap_indep" in r for r in maps if r["variant"] != "vanilla")
+    # With the identity as "denoiser", DDS and the identity baseline are the same pipeline.
+    pairs = {(r["image"], r["attack"], r["method"], r["variant"]): r for r in maps}
+    for (image, attack, method, variant), row in pairs.items():
+        if variant == "dds":
+            assert row["topk_overlap"] == pairs[(image, attack, method, "identity")]["topk_overlap"]
+    # Independent recomputation of one cell: the vanilla rollout overlap under transfer PGD
+    # (batch 0 attacks with seed + 0).
+    batch = dataset.batch([0, 1])
+    normalization = resolve_normalization(model)
+    x = normalization.from_pixels(batch["image"])
+    adv = pgd_attack(model, x, batch["label"], 8 / 255, steps=2, normalization=normalization, seed=0)
+    explainer = AttentionMap(model, "rollout")
+    a = explainer.token_map(x, target=batch["label"])
+    b = explainer.token_map(adv, target=batch["label"])
+    for i in range(2):
+        expected = len(set(a[i].topk(4).indices.tolist()) & set(b[i].topk(4).indices.tolist())) / 4
+        assert pairs[(i, "pgd", "rollout", "vanilla")]["topk_overlap"] == expected
+    # The DDS rows are DDSAttention's: its smoothed prediction on the clean images.
+    dds = DDSAttention(model, None, "raw", sigma=0.25, n_samples=2).details(x, target=batch["label"], seed=0)
+    clean = {r["image"]: r for r in first.rows if r["kind"] == "explain" and r["attack"] == "clean"
+             and r["method"] == "raw" and r["variant"] == "dds"}  # fmt: skip
+    assert [clean[i]["pred_smoothed"] for i in range(2)] == dds.predicted.tolist()
+    table = (tmp_path / "paper_table.md").read_text()
+    assert table == first.table
+    for needle in ("Accuracy under attack", "Monte-Carlo floor", "DDS floor", *ATTACK_NAMES, " [0."):
+        assert needle in table
+
+    # Resume: nothing left to do; after a "kill" that lost the last unit and tore a line,
+    # only that unit runs again and the rows come back identical.
+    again = run_paper_preset(tmp_path, 3, resume=True, **options)
+    assert again.units_run == 0 and again.units_skipped == 8
+    path = tmp_path / "results.jsonl"
+    lines = path.read_text().splitlines(keepends=True)
+    last = json.loads(lines[-1])  # the last unit: one attack at one ε for the last batch
+    unit = [i for i, line in enumerate(lines) if i > 0 and (json.loads(line)["attack"], json.loads(line)["image"]) == (last["attack"], last["image"])]
+    assert unit == list(range(unit[0], len(lines)))  # a unit's rows are one write
+    path.write_text("".join(lines[: unit[0]]) + lines[unit[0]][:20])
+    resumed = run_paper_preset(tmp_path, 3, resume=True, **options)
+    assert resumed.units_run == 1
+    assert resumed.rows == first.rows
+    with pytest.raises(ValueError, match="other settings"):
+        run_paper_preset(tmp_path, 3, resume=True, **(options | {"n_samples": 3}))
 
 
 def test_timm_model_loads_cached_weights_without_network(tmp_path, monkeypatch):

@@ -32,7 +32,7 @@ FACTORY = textwrap.dedent(
 
 ARGS = [
     "evaluate", "--model", "dist_tiny_factory:make", "--denoiser", "identity", "--data", "shapes",
-    "--n-images", "5", "--batch-size", "2", "--methods", "raw", "--samples", "2", "--k", "3",
+    "--n-images", "5", "--batch-size", "2", "--methods", "raw", "--n-samples", "2", "--k", "3",
     "--eps", "0", "2", "--attack-steps", "2", "--seed", "4", "--no-progress",
 ]  # fmt: skip
 
@@ -84,3 +84,35 @@ def test_torchrun_two_ranks_write_the_rows_of_one_process(tmp_path, monkeypatch)
     single = json.loads((tmp_path / "one" / "results.json").read_text())
     assert merged["metrics"] == single["metrics"] and merged["n_images"] == 5
     assert not list((tmp_path / "one").glob("results.rank*.jsonl"))
+
+
+def test_paper_preset_under_torchrun_gives_the_table_of_one_process(tmp_path, monkeypatch):
+    """--preset paper runs on the one runner: sharded over 2 ranks (the user's model and
+    denoiser) it writes the same rows and the same paper_table.md as one process."""
+    (tmp_path / "dist_tiny_factory.py").write_text(FACTORY)
+    args = ["evaluate", "--preset", "paper", "--model", "dist_tiny_factory:make", "--denoiser",
+            "identity", "--data", "shapes", "--n-images", "3", "--batch-size", "1", "--methods",
+            "raw", "--n-samples", "1", "--k", "3", "--eps", "0", "8", "--attack-steps", "1",
+            "--adaptive-steps", "1", "--n-eot", "1", "--n-boot", "20", "--no-progress"]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ""}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+               "-m", "captum_fvit", *args, "--out", str(tmp_path / "two")]  # fmt: skip
+    proc = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    monkeypatch.chdir(tmp_path)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert main([*args, "--out", str(tmp_path / "one")]) == 0
+    finally:
+        torch.set_num_threads(threads)
+        sys.modules.pop("dist_tiny_factory", None)
+
+    def data(path):
+        return [r for r in read_rows(path, KEY_FIELDS) if r["kind"] != "run"]
+
+    one, two = data(tmp_path / "one" / "results.jsonl"), data(tmp_path / "two" / "results.jsonl")
+    assert len(one) == 3 * 4 * 5 and two == one  # images × variants × (clean + 4 attacks)
+    assert (tmp_path / "two" / "results.rank1.jsonl").exists()
+    table = (tmp_path / "one" / "paper_table.md").read_text()
+    assert (tmp_path / "two" / "paper_table.md").read_text() == table and "smooth_pgd" in table

@@ -79,7 +79,7 @@ def test_runner_with_certificates(shapes_vit, tmp_path):
         k=3,
         certify=True,
         certify_n=40,
-        certify_n0=8,
+        certify_n_select=8,
         batch_size=2,
     )
     result = evaluate(shapes_vit, dataset, config=config, progress=False)
@@ -111,7 +111,7 @@ def test_cli_evaluate_end_to_end(tmp_path, monkeypatch, capsys):
             "--model", "tiny_models_for_cli:make",
             "--denoiser", "identity",
             "--n-images", "2",
-            "--samples", "2",
+            "--n-samples", "2",
             "--eps", "0", "2",
             "--methods", "raw",
             "--k", "3",
@@ -202,3 +202,18 @@ def test_quantus_adapter_on_a_hugging_face_model():
         quantus.FaithfulnessCorrelation(**metric)(
             model=model, x_batch=x, y_batch=y, a_batch=None, explain_func=explain, device="cpu"
         )
+
+
+def test_config_old_names_warn_and_several_attacks_validate():
+    with pytest.warns(DeprecationWarning, match="certify_n_select"):
+        config = EvaluationConfig(certify_n0=8)
+    assert config.certify_n_select == 8 and "certify_n0" not in config.to_dict()
+    several = EvaluationConfig(attack=("pgd", "smooth_pgd", "adaptive_topk"))
+    several.validate()
+    assert several.to_dict()["threats"] == {"pgd": "transfer", "smooth_pgd": "adaptive",
+                                            "adaptive_topk": "adaptive"}  # fmt: skip
+    with pytest.raises(ValueError, match="unknown attack"):
+        EvaluationConfig(attack=("pgd", "fgsm")).validate()
+    with pytest.raises(ValueError, match="supports norm linf"):
+        EvaluationConfig(attack=("pgd", "topk"), norm="l2").validate()
+    assert EvaluationConfig(attack="none").attacks == ()

@@ -14,12 +14,13 @@ from typing import Any
 
 import torch
 
-from .config import VARIANTS
 from .curves import certified_fraction
 from .rows import group_rows, mean_ci
+from .variants import VARIANTS
 
 __all__ = [
     "EvaluationResult",
+    "accuracy_by_attack",
     "aggregate_rows",
     "certificate_curves",
     "metric_table",
@@ -38,9 +39,11 @@ class EvaluationResult:
     n_images : int
         Images evaluated.
     accuracy : dict
-        ``"{eps:.6g}"`` → accuracy of the plain model under attack.
+        ``"{eps:.6g}"`` → accuracy of the plain model under the strongest attack of the run
+        (the lowest accuracy over its attacks at that ε).
     rows : list of dict
-        One aggregated row per (method, variant, ε): means with bootstrap 95 % CIs.
+        One aggregated row per (attack, method, variant, ε): means with bootstrap 95 % CIs,
+        and the attack's threat (``"transfer"``/``"adaptive"``; ``None`` for clean rows).
     certificates : dict
         Per certified method: radii per image and certified curves on a shared grid.
     examples : dict
@@ -51,7 +54,9 @@ class EvaluationResult:
         ``versions`` and ``setup`` (model, denoiser, data).
     smoothed_accuracy : dict
         ``"{eps:.6g}"`` → accuracy of the smoothed classifier (majority vote over the DDS
-        samples) under the same attack; empty without DDS rows.
+        samples) under the strongest attack; empty without DDS rows.
+    accuracy_by_attack, smoothed_accuracy_by_attack : dict
+        ``attack`` → ``"{eps:.6g}"`` → accuracy (ε = 0 under ``"clean"``).
     """
 
     config: dict
@@ -63,6 +68,8 @@ class EvaluationResult:
     records: list[dict] = field(default_factory=list)
     meta: dict[str, Any] = field(default_factory=dict)
     smoothed_accuracy: dict[str, float] = field(default_factory=dict)
+    accuracy_by_attack: dict[str, dict[str, float]] = field(default_factory=dict)
+    smoothed_accuracy_by_attack: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         return {
@@ -72,6 +79,8 @@ class EvaluationResult:
             "n_images": self.n_images,
             "accuracy_under_attack": self.accuracy,
             "smoothed_accuracy_under_attack": self.smoothed_accuracy,
+            "accuracy_by_attack": self.accuracy_by_attack,
+            "smoothed_accuracy_by_attack": self.smoothed_accuracy_by_attack,
             "metrics": self.rows,
             "certificates": self.certificates,
         }
@@ -82,65 +91,83 @@ def _ci(prefix: str, values: list[float], seed: int) -> dict[str, float]:
     return {prefix: mean, f"{prefix}_low": low, f"{prefix}_high": high}
 
 
+def _segmentation_scores(group: list[dict]) -> dict[str, float]:
+    labelled = sum(g["seg_labelled"] for g in group)
+    inter = torch.tensor([g["seg_intersection"] for g in group], dtype=torch.float64).sum(0)
+    union = torch.tensor([g["seg_union"] for g in group], dtype=torch.float64).sum(0)
+    iou = inter[union > 0] / union[union > 0]
+    ap = [g["ap"] for g in group if g["ap"] is not None and math.isfinite(g["ap"])]
+    return {
+        "pixel_accuracy": sum(g["seg_correct"] for g in group) / labelled if labelled else math.nan,
+        "miou": float(iou.mean()) if iou.numel() else math.nan,
+        "map": sum(ap) / len(ap) if ap else math.nan,
+    }
+
+
+def _metric_row(key: tuple, group: list[dict], seed: int) -> dict[str, Any]:
+    attack, method, variant, eps = key
+    row: dict[str, Any] = {
+        "attack": attack, "threat": group[0].get("threat"), "method": method, "variant": variant,
+        "eps": eps, "eps_255": round(eps * 255, 3), "n_images": len(group),
+    }  # fmt: skip
+    for metric in ("topk_overlap", "spearman", "topk_overlap_indep", "floor_overlap"):
+        if all(metric in g for g in group):
+            row |= _ci(metric, [g[metric] for g in group], seed)
+    row["accuracy"] = sum(bool(g["correct"]) for g in group) / len(group)
+    smoothed = [g["pred_smoothed"] == g["label"] for g in group if g.get("pred_smoothed") is not None]
+    if smoothed:
+        row["smoothed_accuracy"] = sum(smoothed) / len(smoothed)
+    if all("seg_labelled" in g for g in group):
+        row |= _segmentation_scores(group)
+    return row
+
+
 def metric_table(rows: Iterable[dict], config: dict) -> list[dict]:
-    """One aggregated row per (method, variant, ε) of the ``"explain"`` rows."""
+    """One aggregated row per (attack, method, variant, ε) of the ``"explain"`` rows."""
     explain = [r for r in rows if r.get("kind") == "explain"]
-    groups = group_rows(explain, ("method", "variant", "eps"))
-    order = {m: i for i, m in enumerate(config["methods"])}
-    table = []
-    for (method, variant, eps), group in groups.items():
-        seed = int(config.get("seed", 0))
-        row: dict[str, Any] = {
-            "method": method,
-            "variant": variant,
-            "eps": eps,
-            "eps_255": round(eps * 255, 3),
-            "n_images": len(group),
-        }
-        row |= _ci("topk_overlap", [g["topk_overlap"] for g in group], seed)
-        row |= _ci("spearman", [g["spearman"] for g in group], seed)
-        row["accuracy"] = sum(bool(g["correct"]) for g in group) / len(group)
-        smoothed = [g["pred_smoothed"] == g["label"] for g in group if g.get("pred_smoothed") is not None]
-        if smoothed:
-            row["smoothed_accuracy"] = sum(smoothed) / len(smoothed)
-        if all("seg_labelled" in g for g in group):
-            labelled = sum(g["seg_labelled"] for g in group)
-            inter = torch.tensor([g["seg_intersection"] for g in group], dtype=torch.float64).sum(0)
-            union = torch.tensor([g["seg_union"] for g in group], dtype=torch.float64).sum(0)
-            iou = inter[union > 0] / union[union > 0]
-            ap = [g["ap"] for g in group if g["ap"] is not None and math.isfinite(g["ap"])]
-            row["pixel_accuracy"] = sum(g["seg_correct"] for g in group) / labelled if labelled else math.nan
-            row["miou"] = float(iou.mean()) if iou.numel() else math.nan
-            row["map"] = sum(ap) / len(ap) if ap else math.nan
-        table.append(row)
-    table.sort(key=lambda r: (order.get(r["method"], 99), VARIANTS.index(r["variant"]), r["eps"]))
+    groups = group_rows(explain, ("attack", "method", "variant", "eps"))
+    seed = int(config.get("seed", 0))
+    table = [_metric_row(key, group, seed) for key, group in groups.items()]
+    methods = {m: i for i, m in enumerate(config["methods"])}
+    variants = {v: i for i, v in enumerate(VARIANTS)}
+    attacks = {a: i for i, a in enumerate(["clean", *config.get("attack", [])])}
+    table.sort(key=lambda r: (methods.get(r["method"], 99), variants.get(r["variant"], 99),
+                              r["eps"], attacks.get(r["attack"], 99)))  # fmt: skip
     return table
 
 
-def accuracy_under_attack(rows: Iterable[dict]) -> dict[str, float]:
-    """Accuracy of the plain model per ε: per image the mean over its rows (one value for
-    prediction attacks, which attack each image once per ε), then the mean over images."""
+def accuracy_by_attack(rows: Iterable[dict], smoothed: bool = False) -> dict[str, dict[str, float]]:
+    """Accuracy per attack and ε of the plain model (``smoothed=False``, every row's
+    ``correct``) or of the smoothed classifier (the rows' ``pred_smoothed``): per image the
+    mean over its rows (methods, variants), then the mean over images."""
     per_image: dict[tuple, list[bool]] = {}
     for r in rows:
-        if r.get("kind") == "explain":
-            per_image.setdefault((r["eps"], r["image"]), []).append(bool(r["correct"]))
-    by_eps: dict[float, list[float]] = {}
-    for (eps, _), flags in per_image.items():
-        by_eps.setdefault(eps, []).append(sum(flags) / len(flags))
-    return {f"{eps:.6g}": sum(v) / len(v) for eps, v in sorted(by_eps.items())}
+        if r.get("kind") != "explain" or (smoothed and r.get("pred_smoothed") is None):
+            continue
+        ok = r["pred_smoothed"] == r["label"] if smoothed else bool(r["correct"])
+        per_image.setdefault((r.get("attack", "clean"), r["eps"], r["image"]), []).append(ok)
+    by_attack: dict[str, dict[float, list[float]]] = {}
+    for (attack, eps, _), flags in per_image.items():
+        by_attack.setdefault(attack, {}).setdefault(eps, []).append(sum(flags) / len(flags))
+    return {
+        attack: {f"{eps:.6g}": sum(v) / len(v) for eps, v in sorted(by_eps.items())}
+        for attack, by_eps in by_attack.items()
+    }
+
+
+def _strongest(by_attack: dict[str, dict[str, float]]) -> dict[str, float]:
+    """Per ε the lowest accuracy over the attacks (ε = 0: the clean accuracy)."""
+    worst: dict[str, float] = {}
+    for by_eps in by_attack.values():
+        for eps, value in by_eps.items():
+            worst[eps] = min(value, worst.get(eps, value))
+    return dict(sorted(worst.items(), key=lambda item: float(item[0])))
 
 
 def smoothed_accuracy_under_attack(rows: Iterable[dict]) -> dict[str, float]:
-    """Accuracy of the smoothed classifier per ε, from the DDS rows' ``pred_smoothed``: per
-    image the mean over its DDS rows (methods), then the mean over images."""
-    per_image: dict[tuple, list[bool]] = {}
-    for r in rows:
-        if r.get("kind") == "explain" and r.get("pred_smoothed") is not None:
-            per_image.setdefault((r["eps"], r["image"]), []).append(r["pred_smoothed"] == r["label"])
-    by_eps: dict[float, list[float]] = {}
-    for (eps, _), flags in per_image.items():
-        by_eps.setdefault(eps, []).append(sum(flags) / len(flags))
-    return {f"{eps:.6g}": sum(v) / len(v) for eps, v in sorted(by_eps.items())}
+    """Accuracy of the smoothed classifier per ε (from the rows' ``pred_smoothed``) under the
+    strongest attack."""
+    return _strongest(accuracy_by_attack(rows, smoothed=True))
 
 
 def certificate_curves(rows: Iterable[dict], methods: list[str], num: int = 51) -> dict[str, dict]:
@@ -180,14 +207,18 @@ def aggregate_rows(
     data = [r for r in rows if r.get("kind") != "run"]
     images = {r["image"] for r in data}
     certified = config.get("certify_methods") or []
+    by_attack = accuracy_by_attack(data)
+    smoothed_by_attack = accuracy_by_attack(data, smoothed=True)
     return EvaluationResult(
         config=config,
         n_images=len(images),
-        accuracy=accuracy_under_attack(data),
+        accuracy=_strongest(by_attack),
         rows=metric_table(data, config),
         certificates=certificate_curves(data, list(certified)) if config.get("certify") else {},
         examples=examples or {},
         records=data,
         meta=meta or {},
-        smoothed_accuracy=smoothed_accuracy_under_attack(data),
+        smoothed_accuracy=_strongest(smoothed_by_attack),
+        accuracy_by_attack=by_attack,
+        smoothed_accuracy_by_attack=smoothed_by_attack,
     )

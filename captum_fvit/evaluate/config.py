@@ -1,19 +1,35 @@
-"""What an evaluation runs: :class:`EvaluationConfig` and its validation."""
+"""What an evaluation runs: :class:`EvaluationConfig` and its validation.
+
+A configuration names entries of two registries: explanation *variants*
+(:data:`~captum_fvit.evaluate.variants.VARIANTS`: vanilla, smoothgrad, identity, dds) and
+*attacks* (:data:`~captum_fvit.evaluate.attacks.ATTACKS`: transfer and adaptive). Presets
+(:mod:`~captum_fvit.evaluate.presets`, e.g. the paper's evaluation) are configurations.
+"""
 
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import InitVar, asdict, dataclass
 
 from ..explain import METHODS
-from ..validation import check_count, check_radius
+from ..validation import check_count, check_eps, check_norm, check_probability, check_radius
+from ..validation import check_sigma
 from .attacks import get_attack
+from .variants import VARIANTS
 
-__all__ = ["EvaluationConfig", "VARIANTS"]
+__all__ = ["EvaluationConfig", "VARIANTS", "attack_threat"]
 
-#: Ways each method is run: plainly, and smoothed with DDS.
-VARIANTS = ("vanilla", "dds")
+#: The pseudo-attack name of the clean rows (ε = 0).
+CLEAN = "clean"
+
+
+def attack_threat(name: str) -> str | None:
+    """``"transfer"`` or ``"adaptive"`` for a registered attack, ``None`` for clean/none."""
+    if name in (CLEAN, "none"):
+        return None
+    return get_attack(name).threat
 
 
 @dataclass
@@ -25,63 +41,119 @@ class EvaluationConfig:
     methods : sequence of str
         Explanation methods (``"raw"``, ``"rollout"``, ``"grad_rollout"``, ``"attn_gradcam"``).
     variants : sequence of str
-        ``"vanilla"`` and/or ``"dds"``.
+        Names of :data:`~captum_fvit.evaluate.variants.VARIANTS` (``"vanilla"``,
+        ``"smoothgrad"``, ``"identity"``, ``"dds"``).
     eps : sequence of float
         Attack radii (pixel units; 0 = clean, always added). The paper sweeps 0..16/255, ℓ∞.
-    attack : str
-        A name of :data:`~captum_fvit.evaluate.attacks.ATTACKS` (``"pgd"`` on the plain
-        ViT's prediction — the paper's protocol —, ``"eot_pgd"`` through noise and denoiser,
-        ``"topk"`` on each explanation) or ``"none"``.
+    attack : str or sequence of str
+        One or several names of :data:`~captum_fvit.evaluate.attacks.ATTACKS` (``"pgd"`` on
+        the plain ViT's prediction — the paper's protocol —, ``"eot_pgd"``, ``"topk"``,
+        ``"smooth_pgd"``, ``"adaptive_topk"``) or ``"none"``. Prediction attacks run once per
+        batch and ε; explanation attacks once per method (every variant explains the same
+        attacked image).
     norm : str
-        ``"linf"`` or ``"l2"`` (checked against the attack's supported norms).
+        ``"linf"`` or ``"l2"`` (checked against each attack's supported norms).
     attack_steps : int
-        Attack steps.
+        Steps of the transfer attacks.
+    adaptive_steps : int, optional
+        Steps of the adaptive attacks (default ``attack_steps``).
+    n_eot : int
+        Noise samples per step of attacks through the smoothing.
+    n_adaptive_images : int, optional
+        Only the first images get the (costly) adaptive attacks; ``None`` = all.
     sigma : float
-        DDS noise std (pixel units).
+        Noise std of every smoothed variant (pixel units).
     n_samples : int
-        DDS samples per image.
+        Samples per image of every smoothed variant.
     k : int
-        Top-k size for V_k, the top-k attack and the certificate.
+        Top-k size for V_k, the top-k attacks and the certificate.
+    floor : bool
+        Also explain the clean images with a second, independent seed: smoothed rows get the
+        Monte-Carlo floor (``floor_overlap``) and ``topk_overlap_indep``.
     certify : bool
         Also certify faithful regions (costly: ``certify_n`` samples per image and method).
     certify_methods : sequence of str, optional
         Methods to certify (default: all of ``methods``).
-    certify_n, certify_n0, beta, alpha : int, int, float, float
-        FaithfulRegion settings (``certify_n0`` selection samples).
+    certify_n, certify_n_select, beta, alpha : int, int, float, float
+        FaithfulRegion settings (``n``, ``n_select``, β, α); ``certify_n0`` is the deprecated
+        name of ``certify_n_select``.
     certify_radius : float, optional
         Instead of the maximal radii from ``certify_n`` samples, decide with the anytime-valid
         sequential test whether each image is (r, β, k)-faithful at this ℓ2 radius ([0, 1]
         pixel units), stopping as soon as decided (budget ``certify_n`` samples).
     batch_size : int
-        Images per batch (the unit of streaming, resuming and sharding).
+        Images per batch (the unit of streaming, resuming and sharding); smoothed variants
+        run chunks of ``max(4·batch_size, 16)`` noisy images.
     seed : int
-        Seed of attacks and DDS noise (batch ``b`` attacks with seed ``seed + b``).
+        Seed of attacks and smoothing noise (batch ``b`` attacks with seed ``seed + b``).
     figure_images : int
         Images shown in the heat-map figures.
     """
 
     methods: Sequence[str] = ("raw", "rollout", "grad_rollout")
-    variants: Sequence[str] = VARIANTS
+    variants: Sequence[str] = ("vanilla", "dds")
     eps: Sequence[float] = (0.0, 2 / 255, 4 / 255, 8 / 255)
-    attack: str = "pgd"
+    attack: str | Sequence[str] = "pgd"
     norm: str = "linf"
     attack_steps: int = 10
+    adaptive_steps: int | None = None
+    n_eot: int = 8
+    n_adaptive_images: int | None = None
     sigma: float = 0.25
     n_samples: int = 16
     k: int = 10
+    floor: bool = False
     certify: bool = False
     certify_methods: Sequence[str] | None = None
     certify_n: int = 200
-    certify_n0: int = 32
+    certify_n_select: int = 32
     certify_radius: float | None = None
     beta: float = 0.6
     alpha: float = 0.01
     batch_size: int = 16
     seed: int = 0
     figure_images: int = 4
+    certify_n0: InitVar[int | None] = None
+
+    def __post_init__(self, certify_n0: int | None) -> None:
+        if certify_n0 is not None:
+            warnings.warn("EvaluationConfig(certify_n0=...) is deprecated; use certify_n_select=",
+                          DeprecationWarning, stacklevel=3)  # fmt: skip
+            self.certify_n_select = certify_n0
+
+    @property
+    def attacks(self) -> tuple[str, ...]:
+        """The attack names (``()`` for ``"none"``)."""
+        names = (self.attack,) if isinstance(self.attack, str) else tuple(self.attack)
+        return tuple(n for n in names if n != "none")
 
     def validate(self) -> None:
         """Raise a ``ValueError``/``TypeError`` naming the fix for anything that cannot run."""
+        self._validate_names()
+        if not self.eps:
+            raise ValueError("give at least one eps (0 = clean)")
+        if any(isinstance(e, bool) or not math.isfinite(float(e)) or e < 0 for e in self.eps):
+            raise ValueError(f"eps must be finite and ≥ 0 (pixel units), got {list(self.eps)}")
+        for e in self.eps:
+            check_eps(e)
+        for name in ("n_samples", "k", "batch_size", "attack_steps", "n_eot", "certify_n",
+                     "certify_n_select"):  # fmt: skip
+            check_count(getattr(self, name), name)
+        if self.adaptive_steps is not None:
+            check_count(self.adaptive_steps, "adaptive_steps")
+        if self.n_adaptive_images is not None:
+            check_count(self.n_adaptive_images, "n_adaptive_images", minimum=0)
+        check_count(self.figure_images, "figure_images", minimum=0)
+        check_count(self.seed, "seed", minimum=0)
+        check_sigma(self.sigma)
+        check_probability(self.beta, "beta", high_open=False)
+        check_probability(self.alpha, "alpha")
+        if self.certify_radius is not None:
+            if not self.certify:
+                raise ValueError("certify_radius needs certify=True (--certify)")
+            check_radius(self.certify_radius, "certify_radius")
+
+    def _validate_names(self) -> None:
         if not self.methods:
             raise ValueError("give at least one method")
         unknown = [m for m in self.methods if m not in METHODS]
@@ -90,33 +162,14 @@ class EvaluationConfig:
         bad = [v for v in self.variants if v not in VARIANTS]
         if bad or not self.variants:
             raise ValueError(
-                f"variants must be a non-empty subset of {VARIANTS}, got {list(self.variants)}"
+                f"variants must be a non-empty subset of {list(VARIANTS)}, got {list(self.variants)}"
             )
-        if self.attack != "none":
-            get_attack(self.attack, self.norm)
-        elif self.norm not in ("linf", "l2"):
-            raise ValueError(f"norm must be 'linf' or 'l2', got {self.norm!r}")
-        if not self.eps:
-            raise ValueError("give at least one eps (0 = clean)")
-        if any(isinstance(e, bool) or not math.isfinite(float(e)) or e < 0 for e in self.eps):
-            raise ValueError(f"eps must be finite and ≥ 0 (pixel units), got {list(self.eps)}")
+        check_norm(self.norm)
+        for name in self.attacks:
+            get_attack(name, self.norm)
         extra = [m for m in (self.certify_methods or ()) if m not in self.methods]
         if extra:
             raise ValueError(f"certify_methods {extra} must be among methods {list(self.methods)}")
-        for name in ("n_samples", "k", "batch_size", "attack_steps", "certify_n", "certify_n0"):
-            check_count(getattr(self, name), name)
-        check_count(self.figure_images, "figure_images", minimum=0)
-        check_count(self.seed, "seed", minimum=0)
-        if not (isinstance(self.sigma, (int, float)) and math.isfinite(self.sigma) and self.sigma > 0):
-            raise ValueError(f"sigma must be a finite number > 0 (pixel units), got {self.sigma!r}")
-        if not 0 < self.beta <= 1:
-            raise ValueError(f"beta must lie in (0, 1], got {self.beta}")
-        if not 0 < self.alpha < 1:
-            raise ValueError(f"alpha must lie in (0, 1), got {self.alpha}")
-        if self.certify_radius is not None:
-            if not self.certify:
-                raise ValueError("certify_radius needs certify=True (--certify)")
-            check_radius(self.certify_radius, "certify_radius")
 
     @property
     def eps_list(self) -> list[float]:
@@ -128,6 +181,12 @@ class EvaluationConfig:
         """Methods certified when :attr:`certify` is set."""
         return list(self.certify_methods or self.methods) if self.certify else []
 
+    def steps_of(self, attack: str) -> int:
+        """Steps of ``attack``: ``adaptive_steps`` for adaptive attacks, else ``attack_steps``."""
+        if attack_threat(attack) == "adaptive" and self.adaptive_steps is not None:
+            return self.adaptive_steps
+        return self.attack_steps
+
     def to_dict(self) -> dict:
         """Plain-Python copy (lists, floats) for JSON, with the full ε sweep."""
         data = asdict(self)
@@ -136,6 +195,8 @@ class EvaluationConfig:
                 data[name] = list(value)
         data["methods"] = list(self.methods)
         data["variants"] = list(self.variants)
+        data["attack"] = list(self.attacks) or ["none"]
+        data["threats"] = {a: attack_threat(a) for a in self.attacks}
         data["certify_methods"] = self.certified_methods or None
         data["eps"] = self.eps_list
         return data

@@ -49,19 +49,6 @@ class Shard:
         if self.distributed:
             dist.barrier(group=self.group)
 
-    def all_ok(self, ok: bool) -> bool:
-        """Whether every rank reports ``ok`` (so a failing rank stops all ranks alike)."""
-        if not self.distributed:
-            return ok
-        import torch
-
-        flag = torch.tensor([0 if ok else 1], dtype=torch.int64)
-        backend = dist.get_backend(self.group)
-        if backend == "nccl":
-            flag = flag.cuda()
-        dist.all_reduce(flag, group=self.group)
-        return int(flag.item()) == 0
-
 
 def current_shard(process_group: Any = None) -> Shard:
     """The shard of this process: from ``process_group`` or the default group, when

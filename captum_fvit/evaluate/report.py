@@ -72,9 +72,6 @@ class Report:
         """A section heading (level 2 appears in the contents; level 3 is a subsection)."""
         self.sections.append(("heading", heading, level))
 
-    def add_text(self, heading: str, text: str) -> None:
-        self.sections.append(("text", heading, text))
-
     def add_setup(self, heading: str, items: list[tuple[str, str]]) -> None:
         """A two-column table of names and values (the setup of a run)."""
         self.sections.append(("setup", heading, items))
@@ -125,10 +122,6 @@ class Report:
             if kind == "heading":
                 md.append(f"{'#' * content} {heading}\n")
                 body.append(f'<h{content} id="{_anchor(heading)}">{h}</h{content}>')
-            elif kind == "text":
-                md.append(f"**{heading}.** {content}\n" if heading else f"{content}\n")
-                lead = f"<strong>{h}.</strong> " if heading else ""
-                body.append(f"<p>{lead}{html.escape(content)}</p>")
             elif kind == "setup":
                 md.append(f"### {heading}\n\n" + "\n".join(f"- **{k}**: {v}" for k, v in content) + "\n")
                 cells = "".join(

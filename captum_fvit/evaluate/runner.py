@@ -1,15 +1,19 @@
-"""The evaluation runner: attacks × methods × (vanilla, DDS) over a dataset, streamed to disk.
+"""The evaluation runner: attacks × methods × variants over a dataset, streamed to disk.
 
-For every batch of images (pixels in [0, 1], optional masks) and every ε of the sweep, the
-runner attacks (the paper's protocol: PGD on the plain ViT's prediction, ε in [0, 1] pixel
-units) and explains clean and attacked images with each method, plainly (``AttentionMap``)
-and with DDS (``DDSAttention``, same seed for clean and attacked so the comparison measures
-the explanation, not Monte-Carlo noise); optionally it certifies faithful regions.
+For every batch of images (pixels in [0, 1], optional masks), every attack of the config
+(transfer and adaptive, from :data:`~captum_fvit.evaluate.attacks.ATTACKS`) and every ε of
+the sweep, the runner attacks (the paper's protocol: PGD on the plain ViT's prediction, ε in
+[0, 1] pixel units) and explains clean and attacked images with each method under each
+variant of :data:`~captum_fvit.evaluate.variants.VARIANTS` (plain ``AttentionMap``,
+SmoothGrad, identity smoothing, ``DDSAttention``; smoothed variants use the same seed for
+clean and attacked images so the comparison measures the explanation, not Monte-Carlo
+noise); optionally it certifies faithful regions. Presets
+(:mod:`~captum_fvit.evaluate.presets`) are configurations of this one runner.
 
 The unit of truth is the per-image row (:mod:`~captum_fvit.evaluate.pipeline`), streamed to
-``results.jsonl`` in ``out_dir`` with one flushed, fsync-ed write per batch. ``resume=True``
-continues an interrupted run (already finished batches are skipped; the rows are identical
-to an uninterrupted run's). Under ``torch.distributed`` each rank evaluates its share of the
+``results.jsonl`` in ``out_dir`` with one flushed, fsync-ed write per unit (a batch's clean
+images, or one attack at one ε). ``resume=True`` continues an interrupted run (finished
+units are skipped; the rows are identical to an uninterrupted run's). Under ``torch.distributed`` each rank evaluates its share of the
 batches (:mod:`~captum_fvit.evaluate.distributed`) into ``results.rank{r}.jsonl``; after a
 barrier the shards are merged. Aggregates (:mod:`~captum_fvit.evaluate.aggregate`) are
 computed from the rows; :func:`write_report` writes ``results.json``, ``results.csv``,
@@ -21,6 +25,7 @@ from __future__ import annotations
 import os
 import signal
 import tempfile
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -36,7 +41,7 @@ from .distributed import Shard, current_shard, shard_batches
 from .outputs import write_report
 from .pipeline import KEY_FIELDS, Pipeline, load_batch
 from .provenance import describe, versions
-from .rows import RowWriter, read_jsonl, read_rows, shard_path
+from .rows import RowWriter, read_jsonl, read_rows, row_key, shard_path
 
 __all__ = [
     "EvaluationConfig",
@@ -82,8 +87,9 @@ def _check_same_run(out: Path, header: dict) -> None:
             if changed:
                 details = ", ".join(f"{k}: {before.get(k)!r} → {now[k]!r}" for k in changed)
                 raise ValueError(
-                    f"cannot resume in {out}: its rows were computed with another configuration "
-                    f"({details}); run with the original options or use a new --out folder"
+                    f"cannot resume in {out}: its rows were computed with other settings "
+                    f"({details}); run with the original options, or start over in a new --out "
+                    "folder (or without --resume)"
                 )
             break
 
@@ -182,19 +188,19 @@ def evaluate(
     if total == 0:
         raise ValueError("the dataset is empty: nothing to evaluate")
     shard = current_shard(process_group)
+    if out_dir is None and (shard.distributed or resume):
+        raise ValueError("give out_dir= (a folder every rank can write) to resume or shard")
+    run = dict(denoiser=denoiser, normalization=normalization, config=config, total=total,
+               device=device, progress=progress, shard=shard, setup=setup)  # fmt: skip
     if out_dir is None:
-        if shard.distributed or resume:
-            raise ValueError("give out_dir= (a folder every rank can write) to resume or shard")
         with tempfile.TemporaryDirectory(prefix="captum_fvit_eval_") as tmp:
-            return _evaluate(model, dataset, denoiser, normalization, config, total, device,
-                             progress, Path(tmp), False, shard, setup)  # fmt: skip
+            return _evaluate(model, dataset, out=Path(tmp), resume=False, **run)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    return _evaluate(model, dataset, denoiser, normalization, config, total, device, progress,
-                     out, resume, shard, setup)  # fmt: skip
+    return _evaluate(model, dataset, out=out, resume=resume, **run)
 
 
-def _evaluate(model, dataset, denoiser, normalization, config, total, device, progress, out,
+def _evaluate(model, dataset, *, denoiser, normalization, config, total, device, progress, out,
               resume, shard, setup) -> EvaluationResult:  # fmt: skip
     device = torch.device(device)
     normalization = normalization or resolve_normalization(model)
@@ -211,34 +217,61 @@ def _evaluate(model, dataset, denoiser, normalization, config, total, device, pr
         for path in [*stream_files(out), out / EXAMPLES_FILE]:
             path.unlink(missing_ok=True)
     shard.barrier()
-
     pipeline = Pipeline.build(model, denoiser, normalization, config, device)
     done: set[tuple] = set()
     if resume:
         for path in stream_files(out):
-            done |= {tuple(r.get(f) for f in KEY_FIELDS) for r in read_jsonl(path)}
+            done |= {row_key(r, KEY_FIELDS) for r in read_jsonl(path)}
     plan = shard_batches(total, config.batch_size, shard.rank, shard.world_size)
     bar = _Progress(progress, sum(len(b) for b in plan), shard)
-    written = 0
-    with RowWriter(shard_path(out, shard.rank, shard.world_size), KEY_FIELDS, resume=resume) as writer:
+    path = shard_path(out, shard.rank, shard.world_size)
+    with RowWriter(path, KEY_FIELDS, resume=resume) as writer:
         writer.write([header])
-        for images in plan:
-            expected = pipeline.expected_keys(images)
-            if expected <= done:
-                bar.update(len(images))
-                continue
-            batch = load_batch(dataset, images.start // config.batch_size, images)
-            output = pipeline.run_batch(batch)
-            written += writer.write(r for r in output.rows if tuple(r.get(f) for f in KEY_FIELDS) not in done)
-            if output.examples:
-                tmp = out / (EXAMPLES_FILE + ".tmp")
-                torch.save(output.examples, tmp)
-                os.replace(tmp, out / EXAMPLES_FILE)
-            bar.update(len(images))
-            _kill_hook(written)
+        counts = _run_plan(pipeline, dataset, plan, writer, done, out, bar)
     bar.close()
     shard.barrier()
+    return _merge(out, shard, header, total, setup, counts)
 
+
+def _run_plan(pipeline, dataset, plan, writer, done, out, bar) -> dict[str, float]:
+    """Evaluate the batches of ``plan`` unit by unit, skipping units already on disk."""
+    counts = {"units_run": 0, "units_skipped": 0, "seconds": 0.0}
+    written = 0
+    for images in plan:
+        todo = [u for u in pipeline.units() if pipeline.unit_images(u, images)]
+        todo_keys = [(u, pipeline.expected_keys(images, u)) for u in todo]
+        missing = [u for u, keys in todo_keys if not keys <= done]
+        counts["units_skipped"] += len(todo) - len(missing)
+        if missing:
+            began = time.process_time()
+            batch = load_batch(dataset, images.start // pipeline.config.batch_size, images)
+            state = pipeline.prepare(batch)
+            for unit in missing:
+                rows = pipeline.unit_rows(state, unit)
+                written += writer.write(r for r in rows if row_key(r, KEY_FIELDS) not in done)
+                counts["units_run"] += 1
+                _kill_hook(written)
+            counts["seconds"] += time.process_time() - began
+            if state.examples:
+                _save_examples(out, state.examples)
+        bar.update(len(images))
+    return counts
+
+
+def _save_examples(out: Path, examples: dict) -> None:
+    """Write the figure material, keeping maps of units computed by an earlier process."""
+    path = out / EXAMPLES_FILE
+    if path.exists():
+        before = torch.load(path, weights_only=False)
+        examples = {**before, **examples, "maps": {**before.get("maps", {}), **examples["maps"]}}
+    tmp = out / (EXAMPLES_FILE + ".tmp")
+    torch.save(examples, tmp)
+    os.replace(tmp, path)
+
+
+def _merge(out: Path, shard: Shard, header: dict, total: int, setup: dict,
+           counts: dict) -> EvaluationResult:  # fmt: skip
+    """Rank 0 merges the shards; every rank aggregates the merged rows."""
     rows = read_rows(stream_files(out), KEY_FIELDS)
     if shard.distributed and shard.is_main:
         merged = out / "results.jsonl.tmp"
@@ -249,11 +282,10 @@ def _evaluate(model, dataset, denoiser, normalization, config, total, device, pr
     examples = {}
     if (out / EXAMPLES_FILE).exists():
         examples = torch.load(out / EXAMPLES_FILE, weights_only=False)
-    meta = {"setup": setup, "versions": header["versions"], "world_size": shard.world_size}
+    meta = {"setup": setup, "versions": header["versions"], "world_size": shard.world_size,
+            **counts}  # fmt: skip
     result = aggregate_rows(rows, header["config"], meta, examples)
-    expected_images = set(range(total))
-    missing = expected_images - {r["image"] for r in result.records}
+    missing = set(range(total)) - {r["image"] for r in result.records}
     if missing:  # pragma: no cover - would be a bug in sharding or resuming
         raise RuntimeError(f"images {sorted(missing)[:8]} have no rows after the run")
     return result
-

@@ -129,7 +129,10 @@ def _timm_model(name: str, checkpoint: str | None) -> nn.Module:
     import timm
 
     if not timm.is_model(name):
-        raise SpecError(f"timm has no model {name!r} (see timm.list_models('{name.split('_')[0]}*'))")
+        raise SpecError(
+            f"--model timm:{name}: timm has no model {name!r} (see "
+            f"timm.list_models('{name.split('_')[0]}*'))"
+        )
     if checkpoint is not None:
         return load_checkpoint(timm.create_model(name, pretrained=False), checkpoint)
     cfg = timm.models.get_pretrained_cfg(name)
