@@ -88,7 +88,15 @@ from scipy.special import betaln, xlog1py
 from torch import Tensor
 
 from . import certify as cert
-from .validation import check_alpha, check_choice, check_count, check_k, check_radius, check_sigma
+from .validation import (
+    check_alpha,
+    check_choice,
+    check_count,
+    check_k,
+    check_radius,
+    check_sigma,
+    renamed_argument,
+)
 
 __all__ = [
     "CERTIFIED",
@@ -129,22 +137,6 @@ def decision_name(code: int) -> str:
         return DECISION_NAMES[int(code)]
     except KeyError:
         raise ValueError(f"not a decision code: {code!r} (expected 1, 0 or -1)") from None
-
-
-def _renamed(value, old_value, name: str, old_name: str, default, where: str):
-    """``value``, or the deprecated ``old_value`` with a DeprecationWarning (not both)."""
-    if old_value is None:
-        return value
-    if value != default:
-        raise TypeError(
-            f"{where} got {name}= and its deprecated old name {old_name}=; pass {name}= only"
-        )
-    warnings.warn(
-        f"{where}: {old_name}= is deprecated (removed in the next release); use {name}=",
-        DeprecationWarning,
-        stacklevel=3,
-    )
-    return old_value
 
 
 def _counts_and_n(counts: Tensor, n: int | Tensor) -> tuple[np.ndarray, np.ndarray, Tensor]:
@@ -276,7 +268,7 @@ def confidence_sequence(
     method : str, optional
         Deprecated name of ``confidence_sequence``.
     """
-    kind = _renamed(
+    kind = renamed_argument(
         confidence_sequence, method, "confidence_sequence", "method", "beta_binomial",
         "confidence_sequence",
     )  # fmt: skip
@@ -327,7 +319,7 @@ def vote_cs(
     captum_fvit.certify.Bounds
         ``certified=True``; feed it to :func:`captum_fvit.certify.certify_explanation`.
     """
-    kind = _renamed(
+    kind = renamed_argument(
         confidence_sequence, method, "confidence_sequence", "method", "beta_binomial", "vote_cs"
     )
     v = torch.as_tensor(votes)
@@ -388,7 +380,7 @@ def look_schedule(
     list of int
         Strictly increasing sample sizes ending at ``n_max``.
     """
-    first = _renamed(samples_per_look, chunk, "samples_per_look", "chunk", None, "look_schedule")
+    first = renamed_argument(samples_per_look, chunk, "samples_per_look", "chunk", None, "look_schedule")
     if first is None:
         raise TypeError("look_schedule needs samples_per_look (samples before the first look)")
     n_max, first = check_count(n_max, "n_max"), check_count(first, "samples_per_look")

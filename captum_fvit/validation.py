@@ -17,6 +17,7 @@ import threading
 import warnings
 import weakref
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 
@@ -36,6 +37,7 @@ __all__ = [
     "check_radius",
     "check_sigma",
     "check_pixel_range",
+    "renamed_argument",
     "warn_once",
     "warn_if_training",
 ]
@@ -364,3 +366,41 @@ def check_pixel_range(pixels: torch.Tensor, model: object) -> None:
             "Divide 0–255 images by 255 before normalising, or pass the model's input_mean/"
             "input_std.",
         )
+
+
+def renamed_argument(value: Any, old_value: Any, name: str, old_name: str, default: Any,
+                     where: str, stacklevel: int = 3) -> Any:  # fmt: skip
+    """Resolve a renamed keyword: ``value``, or the deprecated ``old_value`` with a warning.
+
+    Parameters
+    ----------
+    value : Any
+        Value of the new keyword (``default`` when not given).
+    old_value : Any
+        Value of the deprecated keyword; ``None`` when not given.
+    name, old_name : str
+        The new and the old keyword.
+    default : Any
+        Default of the new keyword (passing both names is an error).
+    where : str
+        The function, for the messages.
+    stacklevel : int, default 3
+        Warning stack level (3: the caller of the function calling this).
+
+    Raises
+    ------
+    TypeError
+        When both names are given.
+    """
+    if old_value is None:
+        return value
+    if value is not default and value != default:
+        raise TypeError(
+            f"{where} got {name}= and its deprecated old name {old_name}=; pass {name}= only"
+        )
+    warnings.warn(
+        f"{where}: {old_name}= is deprecated (removed in the next release); use {name}=",
+        DeprecationWarning,
+        stacklevel=stacklevel,
+    )
+    return old_value

@@ -26,7 +26,7 @@ import torch
 from .. import certify as cert
 from ..validation import check_radius
 
-__all__ = ["BaseCertificate", "assemble_certificates", "renamed_argument"]
+__all__ = ["BaseCertificate", "assemble_certificates"]
 
 C = TypeVar("C", bound="BaseCertificate")
 
@@ -165,41 +165,3 @@ def _rows(value: torch.Tensor | Sequence[Any]) -> list:
     if isinstance(value, torch.Tensor):
         return value.tolist() if value.dim() == 1 else list(value.unbind(0))
     return list(value)
-
-
-def renamed_argument(value: Any, old_value: Any, name: str, old_name: str, default: Any,
-                     where: str, stacklevel: int = 3) -> Any:  # fmt: skip
-    """Resolve a renamed keyword: ``value``, or the deprecated ``old_value`` with a warning.
-
-    Parameters
-    ----------
-    value : Any
-        Value of the new keyword (``default`` when not given).
-    old_value : Any
-        Value of the deprecated keyword; ``None`` when not given.
-    name, old_name : str
-        The new and the old keyword.
-    default : Any
-        Default of the new keyword (passing both names is an error).
-    where : str
-        The function, for the messages.
-    stacklevel : int, default 3
-        Warning stack level (3: the caller of the function calling this).
-
-    Raises
-    ------
-    TypeError
-        When both names are given.
-    """
-    if old_value is None:
-        return value
-    if value is not default and value != default:
-        raise TypeError(
-            f"{where} got {name}= and its deprecated old name {old_name}=; pass {name}= only"
-        )
-    warnings.warn(
-        f"{where}: {old_name}= is deprecated (removed in the next release); use {name}=",
-        DeprecationWarning,
-        stacklevel=stacklevel,
-    )
-    return old_value

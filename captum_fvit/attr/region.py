@@ -56,7 +56,8 @@ from ..validation import (
     check_seed,
 )
 from .base import ViTAttribution, prepare_inputs
-from .certificate import BaseCertificate, assemble_certificates, renamed_argument
+from ..validation import renamed_argument
+from .certificate import BaseCertificate, assemble_certificates
 from .dds_attention import SMOOTHINGS, DDSAttention
 from .region_sequential import (
     AnytimeCertificate,

@@ -36,7 +36,8 @@ from ..model_io import index_batch_args
 from ..noise import random_seed
 from ..validation import check_choice, check_count, check_positive, check_radius, check_seed
 from .base import prepare_inputs
-from .certificate import BaseCertificate, assemble_certificates, renamed_argument
+from ..validation import renamed_argument
+from .certificate import BaseCertificate, assemble_certificates
 from .selection import explained_classes
 
 __all__ = [

@@ -35,9 +35,8 @@ import torch
 from scipy.stats import beta as beta_dist
 
 from .. import certify as cert
-from ..attr.certificate import renamed_argument
 from ..attr.region import FaithfulRegion
-from ..validation import check_alpha, check_count, check_image_batch, check_positive, check_seed
+from ..validation import check_alpha, check_count, check_image_batch, check_positive, check_seed, renamed_argument
 from .adaptive import adaptive_topk, smooth_pgd
 from .differentiable import DifferentiableDDS
 
