@@ -48,7 +48,7 @@ import torch
 from scipy.stats import beta as beta_dist
 from torch import Tensor
 
-from .validation import check_alpha, check_count, check_k, check_probability, check_sigma
+from .validation import check_alpha, check_count, check_k, check_probability, check_radius, check_sigma
 
 __all__ = [
     "Bounds",
@@ -701,5 +701,12 @@ def l2_to_linf(radius: float | Tensor, d: int | tuple[int, ...]) -> Tensor:
     """
     dim = math.prod(d) if isinstance(d, (tuple, list, torch.Size)) else d
     dim = check_count(dim, "d (the input dimension C*H*W)")
-    r = torch.as_tensor(radius)
-    return r.to(dtype=torch.float64) / math.sqrt(dim)
+    if not isinstance(radius, Tensor):
+        radius = check_radius(radius)
+    r = torch.as_tensor(radius).to(dtype=torch.float64)
+    if bool(torch.any(r < 0)) or bool(torch.any(torch.isnan(r))):
+        raise ValueError(
+            "radius must hold L2 radii >= 0 in [0, 1] pixel units (no NaN); got negative or "
+            "NaN entries"
+        )
+    return r / math.sqrt(dim)

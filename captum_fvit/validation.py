@@ -221,13 +221,19 @@ def check_k(
     ValueError
         For ``k < 1`` or ``k`` too large for ``n``.
     """
+    if inclusive and n is not None:
+        if isinstance(k, bool) or not isinstance(k, numbers.Integral):
+            check_count(k, name)  # raises the TypeError every count gets
+        k = int(k)
+        if not 1 <= k <= n:
+            raise ValueError(
+                f"{name} must lie in [1, {n}] (the number of {what}), got {k}; choose a "
+                f"{name} in that range"
+            )
+        return k
     k = check_count(k, name)
     if n is None:
         return k
-    if inclusive and k > n:
-        raise ValueError(
-            f"{name}={k} must be at most the number of {what} ({n}); choose {name} ≤ {n}"
-        )
     if not inclusive and k >= n:
         raise ValueError(
             f"{name}={k} must be smaller than the number of {what} ({n}); choose a "

@@ -64,6 +64,8 @@ API_MODULES = [
     ("captum_fvit.data", "captum_fvit.data: the shapes benchmark", True),
     ("captum_fvit.evaluate", "captum_fvit.evaluate: attacks and metrics", False),
     ("captum_fvit.models", "captum_fvit.models: bundled models", False),
+    ("captum_fvit.training", "captum_fvit.training: training the bundled default", False),
+    ("captum_fvit.sample_size", "captum_fvit.sample_size: samples for a target stability", True),
 ]
 
 # -- extensions ----------------------------------------------------------------------------

@@ -212,10 +212,6 @@ ENTRY_POINTS = {
 #: Cases that do not hold yet (test id -> what happens today). Each becomes
 #: xfail(strict=True); fix the entry point, then delete its line here.
 KNOWN: dict[str, str] = {
-    "certify.l2_to_linf-radius=-1": (
-        "accepted silently: certify.l2_to_linf(radius=-1, d=3072) returns tensor(-0.0180) (the radius "
-        "is not checked; validation.check_radius would refuse a negative float)"
-    ),
 }
 
 

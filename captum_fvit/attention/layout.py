@@ -82,13 +82,6 @@ class TokenLayout:
         h, w = self.stage_grids[stage]
         return slice(0, h * w)
 
-    def stage_num_tokens(self, stage: int) -> int:
-        """Tokens ``T_s`` the attention of ``stage`` is computed over."""
-        if stage == 0:
-            return self.num_tokens
-        h, w = self.stage_grids[stage]
-        return h * w
-
     @property
     def num_patches(self) -> int:
         """Number of patch tokens ``h·w``."""
@@ -108,20 +101,6 @@ class TokenLayout:
     def covered_size(self) -> tuple[int, int]:
         """Pixels ``(h·ph, w·pw)`` covered by the patch grid (may be less than the image)."""
         return self.grid[0] * self.patch_size[0], self.grid[1] * self.patch_size[1]
-
-    def require_cls(self, method: str) -> int:
-        """Return the class-token index, or explain why ``method`` cannot run.
-
-        Only for code that reads the class-token row itself; the built-in methods use the
-        mean query when there is no class token.
-        """
-        if self.cls_index is None:
-            raise ValueError(
-                f"{method!r} reads the class-token row of the attention, but this model has no "
-                "class token (it pools its tokens). Use the built-in methods, which explain the "
-                "mean query of pooled models, or a model with a class token."
-            )
-        return self.cls_index
 
 
 def merged_grid(grid: tuple[int, int]) -> tuple[int, int]:

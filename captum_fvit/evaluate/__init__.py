@@ -37,7 +37,8 @@ from .baselines import SmoothGradAttention
 from .certificate_check import check_certificates
 from .differentiable import DifferentiableDDS
 from .floor import choose_n_samples, seed_overlap
-from .paper import run_paper_preset
+from .presets import PRESETS, run_paper_preset, write_paper_table
+from .variants import VARIANTS
 from .attacks import ATTACKS, eot_pgd_attack, get_attack, pgd_attack
 from .captum_metrics import (
     gaussian_perturbation,
@@ -69,6 +70,9 @@ __all__ = [
     "check_certificates",
     "choose_n_samples",
     "run_paper_preset",
+    "PRESETS",
+    "VARIANTS",
+    "write_paper_table",
     "seed_overlap",
     "smooth_pgd",
     "DEFAULT_FRACTIONS",

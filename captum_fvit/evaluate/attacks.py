@@ -286,7 +286,8 @@ class AttackContext:
         DDS noise std in **[0, 1] pixel units**.
     map_fn : callable, optional
         The explanation under attack, ``map_fn(x_model_space) -> N×P`` token maps (set by the
-        runner for explanation attacks, one per method and variant).
+        runner for explanation attacks: the method's plain ``AttentionMap(...).token_map``, so
+        every variant is then explained on the same attacked image).
     k : int
         Top-k size of explanation attacks.
     n_eot : int
@@ -317,10 +318,6 @@ class AttackContext:
     chunk_size: int = 32
     noise: str = "gaussian"
     n_clean: int = 32
-
-    def model_fn(self, pixels: torch.Tensor) -> torch.Tensor:
-        """``N×K`` logits of the plain model on ``pixels`` in [0, 1] (differentiable)."""
-        return logits_of(self.model(self.normalization.from_pixels(pixels)))
 
     def method_name(self) -> str:
         """The explanation method under attack (see :attr:`method`)."""
@@ -370,7 +367,7 @@ class AttackSpec:
         Threat models it supports (validated before anything runs).
     explanation : bool
         ``True``: it attacks one explanation (``context.map_fn`` / ``context.method``), so the
-        runner calls it once per method and variant; ``False``: it attacks the prediction,
+        runner calls it once per method (every variant explains the attacked image); ``False``: it attacks the prediction,
         once per batch and ε.
     description : str
         One line for reports and ``--help``.

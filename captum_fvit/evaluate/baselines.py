@@ -19,7 +19,6 @@ here through ``torch.random.fork_rng``, so the caller's random state is untouche
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -133,11 +132,3 @@ class SmoothGradAttention:
             f"SmoothGradAttention(method={self.method!r}, sigma={self.sigma:g} px "
             f"(stdev {self.stdev:g} model units), n_samples={self.n_samples})"
         )
-
-
-def baseline_names(names: Sequence[str]) -> list[str]:
-    """Validate a list of baseline names."""
-    bad = [n for n in names if n not in BASELINES]
-    if bad:
-        raise ValueError(f"unknown baseline(s) {bad}; choose from {BASELINES}")
-    return list(names)
