@@ -23,6 +23,28 @@ def make_timm_vit(**kwargs) -> torch.nn.Module:
     return timm.create_model(name, pretrained=False, **options).eval()
 
 
+def make_tiny_unet(*, attention: bool = True, seed: int = 0):
+    """The tiny diffusers UNet of the tests (32×32, seeded random weights).
+
+    ``attention=True``: block channels (32, 64) with an attention block (about 0.7 M
+    parameters); ``False``: channels (16, 32), no attention (faster, for float64 checks).
+    """
+    from diffusers import UNet2DModel
+
+    torch.manual_seed(seed)
+    if attention:
+        return UNet2DModel(
+            sample_size=32, block_out_channels=(32, 64), layers_per_block=1,
+            down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+            up_block_types=("AttnUpBlock2D", "UpBlock2D"), norm_num_groups=8,
+        )  # fmt: skip
+    return UNet2DModel(
+        sample_size=32, block_out_channels=(16, 32), layers_per_block=1,
+        down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
+        norm_num_groups=8,
+    )  # fmt: skip
+
+
 def make_torchvision_vit() -> torch.nn.Module:
     torch.manual_seed(0)
     model = torchvision.models.VisionTransformer(

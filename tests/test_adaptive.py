@@ -23,7 +23,7 @@ from contextlib import ExitStack
 import numpy as np
 import pytest
 import torch
-from conftest import make_timm_vit, model_state
+from conftest import make_timm_vit, make_tiny_unet, model_state
 from scipy import stats as sps
 from torch import nn
 
@@ -191,16 +191,11 @@ def test_chunking_does_not_change_values_or_gradients():
 # -- the real pipeline: UNet denoiser, timm ViT, second-order grad_rollout ------------------
 @pytest.fixture(scope="module")
 def unet_denoiser():
-    from diffusers import DDPMScheduler, UNet2DModel
+    from diffusers import DDPMScheduler
 
     from captum_fvit.denoise import DiffusionDenoiser
 
-    torch.manual_seed(0)
-    unet = UNet2DModel(
-        sample_size=32, block_out_channels=(16, 32), layers_per_block=1,
-        down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
-        norm_num_groups=8,
-    ).double()
+    unet = make_tiny_unet(attention=False).double()
     return DiffusionDenoiser(unet, DDPMScheduler(num_train_timesteps=1000))
 
 

@@ -241,7 +241,7 @@ def test_timm_model_offline_fails_in_seconds(tmp_path, capsys, monkeypatch):
 
 def test_evaluate_certify_radius_runs_the_sequential_test(in_factory_dir, capsys):
     """--certify-radius: rows carry the sequential decision and the samples it used, which
-    equal FaithfulRegion.certify(radius=r) on the same images and seed."""
+    equal FaithfulRegion.decide(x, r) on the same images and seed."""
     args = ["evaluate", "--model", "cli_factories:make", "--denoiser", "identity", *TINY,
             "--n-images", "2", "--certify", "--certify-n", "64", "--certify-radius", "0.001",
             "--sigma", "0.1", "--out", "o"]  # fmt: skip

@@ -9,7 +9,7 @@ import pytest
 import torch
 from captum.attr import IntegratedGradients, NoiseTunnel, Saliency, visualization
 from captum.metrics import infidelity, sensitivity_max
-from conftest import model_state
+from conftest import make_tiny_unet, model_state
 
 from captum_fvit import DDS, AttentionMap, DDSAttention, DiffusionDenoiser, IdentityDenoiser
 from captum_fvit.attr.dds_attention import normalize_maps
@@ -19,17 +19,9 @@ from captum_fvit.space import resolve_normalization
 
 @pytest.fixture(scope="module")
 def tiny_diffusion():
-    from diffusers import DDPMScheduler, UNet2DModel
+    from diffusers import DDPMScheduler
 
-    torch.manual_seed(0)
-    unet = UNet2DModel(
-        sample_size=32,
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
-        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
-        norm_num_groups=8,
-    )
+    unet = make_tiny_unet()
     return DiffusionDenoiser(unet, DDPMScheduler(num_train_timesteps=1000))
 
 

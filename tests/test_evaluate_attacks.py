@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import model_state
+from conftest import make_tiny_unet, model_state
 
 from captum_fvit import AttentionMap, DDSAttention, IdentityDenoiser
 from captum_fvit.evaluate import (
@@ -205,19 +205,11 @@ def test_eot_pgd_explains_a_denoiser_that_cuts_the_gradient(timm_vit, clean):
 def test_eot_pgd_differentiates_through_a_diffusion_denoiser(timm_vit, clean, pixels):
     """A tiny diffusers UNet built with differentiable=True passes gradients (and keeps its
     parameters' .grad empty); the default no-grad build is refused with the fix."""
-    from diffusers import DDPMScheduler, UNet2DModel
+    from diffusers import DDPMScheduler
 
     from captum_fvit import DiffusionDenoiser
 
-    torch.manual_seed(0)
-    unet = UNet2DModel(
-        sample_size=32,
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
-        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
-        norm_num_groups=8,
-    ).eval()
+    unet = make_tiny_unet().eval()
     scheduler = DDPMScheduler(num_train_timesteps=1000)
     denoiser = DiffusionDenoiser(unet, scheduler, differentiable=True)
     eps = 8 / 255

@@ -6,23 +6,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import make_timm_vit
-from diffusers import DDPMScheduler, UNet2DModel
+from conftest import make_timm_vit, make_tiny_unet
+from diffusers import DDPMScheduler
 
 from captum_fvit import DDSAttention, DiffusionDenoiser
 from captum_fvit.evaluate import topk_overlap
 
 
 def _unet():
-    torch.manual_seed(0)
-    return UNet2DModel(
-        sample_size=32,
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        down_block_types=("DownBlock2D", "AttnDownBlock2D"),
-        up_block_types=("AttnUpBlock2D", "UpBlock2D"),
-        norm_num_groups=8,
-    ).eval()
+    return make_tiny_unet().eval()
 
 
 def test_bf16_autocast_matches_fp32(images):

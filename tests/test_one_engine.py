@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import make_timm_vit
+from conftest import make_timm_vit, make_tiny_unet
 
 from captum_fvit import DDSAttention
 from captum_fvit.errors import NonFiniteError
@@ -33,14 +33,7 @@ def vit():
 
 @pytest.fixture(scope="module")
 def unet():
-    from diffusers import UNet2DModel
-
-    torch.manual_seed(0)
-    return UNet2DModel(
-        sample_size=32, block_out_channels=(16, 32), layers_per_block=1,
-        down_block_types=("DownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "UpBlock2D"),
-        norm_num_groups=8,
-    ).double()  # fmt: skip
+    return make_tiny_unet(attention=False).double()
 
 
 class NoisyShrink:

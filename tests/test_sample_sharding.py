@@ -37,7 +37,7 @@ def _compute(process_group=None) -> dict:
     saliency = DDS(Saliency(model), sigma=0.2, n_samples=5, batch_size=3, n_select=6).details(
         images, seed=SEED, process_group=process_group
     )
-    region = FaithfulRegion(dds, k=K, n=N, alpha=0.05)
+    region = FaithfulRegion(dds, k=K, n_samples=N, alpha=0.05)
     certificates = region.certify(images, seed=SEED, process_group=process_group)
     return {
         "votes": details.votes,

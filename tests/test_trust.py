@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 from captum.attr import LayerGradCam, Saliency
-from conftest import make_hf_vit, make_timm_vit, make_torchvision_vit, model_state
+from conftest import make_hf_vit, make_timm_vit, make_tiny_unet, make_torchvision_vit, model_state
 
 from captum_fvit import DDS, AttentionMap, DDSAttention, FaithfulRegion
 from captum_fvit.errors import FiniteGuard, NonFiniteError
@@ -66,7 +66,7 @@ def test_nan_logits_stop_every_attribution(nan_model, images):
     with pytest.raises(NonFiniteError, match="model"):
         DDS(Saliency(nan_model), sigma=0.1, n_samples=2).attribute(images, seed=0)
     with pytest.raises(NonFiniteError, match="model"):
-        FaithfulRegion(nan_model, None, "rollout", k=3, n=20, n_select=4, sigma=0.1).certify(
+        FaithfulRegion(nan_model, None, "rollout", k=3, n_samples=20, n_select=4, sigma=0.1).certify(
             images, seed=0
         )
 
@@ -76,7 +76,7 @@ def test_nan_from_the_denoiser_names_stage_input_and_sample(timm_vit, images):
     with pytest.raises(NonFiniteError, match=r"denoiser returned.*input 0 \(noise sample 5\)") as info:
         dds.attribute(images, seed=0)
     assert (info.value.stage, info.value.input_index, info.value.sample_index) == ("denoiser", 0, 5)
-    region = FaithfulRegion(timm_vit, NaNOnSample(bad_sample=3), "rollout", k=3, n=8, n_select=4, sigma=0.1)
+    region = FaithfulRegion(timm_vit, NaNOnSample(bad_sample=3), "rollout", k=3, n_samples=8, n_select=4, sigma=0.1)
     with pytest.raises(NonFiniteError, match="denoiser"):
         region.certify(images, seed=0)
     with pytest.raises(NonFiniteError, match="denoiser"):
@@ -202,7 +202,7 @@ def test_attributions_keep_no_per_call_state(timm_vit, images):
         before = {k: v for k, v in vars(obj).items()}
         call(obj)
         assert vars(obj) == before, type(obj).__name__
-    region = FaithfulRegion(timm_vit, None, "raw", k=2, n=10, n_select=4, sigma=0.1)
+    region = FaithfulRegion(timm_vit, None, "raw", k=2, n_samples=10, n_select=4, sigma=0.1)
     before = dict(vars(region))
     certificate = region.certify(images, seed=0)[0]
     assert dict(vars(region)) == before
@@ -242,8 +242,8 @@ def test_bad_seeds_are_refused(timm_vit, images):
         dds.attribute(images, seed=-1)
     with pytest.raises(TypeError, match="seed must be an int"):
         DDS(Saliency(timm_vit), sigma=0.1, n_samples=2).attribute(images, seed="1")
-    with pytest.raises(TypeError, match="n must be an integer"):
-        FaithfulRegion(timm_vit, None, "raw", n=10.5)
+    with pytest.raises(TypeError, match="n_samples must be an integer"):
+        FaithfulRegion(timm_vit, None, "raw", n_samples=10.5)
     with pytest.raises(TypeError, match="k must be an integer"):
         FaithfulRegion(timm_vit, None, "raw", k=2.5)
 
@@ -257,7 +257,7 @@ def test_faithful_region_refuses_options_it_would_ignore(timm_vit):
     with pytest.raises(ValueError, match="noise"):
         FaithfulRegion(dds, noise="gaussian")
     with pytest.raises(ValueError, match="n_max"):
-        FaithfulRegion(dds, k=2, n=5).certify(torch.randn(1, 3, 32, 32), seed=0, n_max=10)
+        FaithfulRegion(dds, k=2, n_samples=5).certify(torch.randn(1, 3, 32, 32), seed=0, n_max=10)
 
 
 def test_dds_attention_and_region_select_the_same_class(images):
@@ -268,7 +268,7 @@ def test_dds_attention_and_region_select_the_same_class(images):
         model.head.weight.mul_(0.02)
         model.head.bias.zero_()
     dds = DDSAttention(model, None, "grad_rollout", sigma=0.5, n_samples=2, n_select=16)
-    region = FaithfulRegion(dds, k=3, n=4)
+    region = FaithfulRegion(dds, k=3, n_samples=4)
     classes = set()
     for seed in range(6):
         explained = dds.details(images, seed=seed).target
@@ -367,7 +367,7 @@ def test_progress_bar(timm_vit, images, capsys):
     assert "denoised samples" in capsys.readouterr().err
     DDSAttention(timm_vit, None, "raw", sigma=0.1, n_samples=4).attribute(images, seed=0)
     assert "denoised samples" not in capsys.readouterr().err
-    FaithfulRegion(timm_vit, None, "raw", k=2, n=4, n_select=2, sigma=0.1, progress=True).certify(images, seed=0)
+    FaithfulRegion(timm_vit, None, "raw", k=2, n_samples=4, n_select=2, sigma=0.1, progress=True).certify(images, seed=0)
     assert "denoised samples" in capsys.readouterr().err
 
 
@@ -391,19 +391,11 @@ def test_no_sideways_imports_of_shared_helpers():
 # ---------------------------------------------------------------------- 10c. chunk invariance
 @pytest.mark.parametrize("options", [{"exact_noise_match": True}, {"num_steps": 3, "eta": 1.0}])
 def test_random_denoisers_do_not_depend_on_chunking(timm_vit, images, options):
-    from diffusers import DDPMScheduler, UNet2DModel
+    from diffusers import DDPMScheduler
 
     from captum_fvit import DiffusionDenoiser
 
-    torch.manual_seed(0)
-    unet = UNet2DModel(
-        sample_size=32,
-        block_out_channels=(16, 32),
-        layers_per_block=1,
-        down_block_types=("DownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "UpBlock2D"),
-        norm_num_groups=8,
-    )
+    unet = make_tiny_unet(attention=False)
     denoiser = DiffusionDenoiser(unet, DDPMScheduler(num_train_timesteps=1000), **options)
     results = [
         DDSAttention(timm_vit, denoiser, "raw", sigma=0.25, n_samples=5, batch_size=b).details(images, seed=2)
@@ -419,7 +411,7 @@ def test_random_denoisers_do_not_depend_on_chunking(timm_vit, images, options):
 
 
 def test_same_seed_same_bits(timm_vit, images):
-    region = FaithfulRegion(timm_vit, None, "grad_rollout", k=3, n=12, n_select=4, sigma=0.1)
+    region = FaithfulRegion(timm_vit, None, "grad_rollout", k=3, n_samples=12, n_select=4, sigma=0.1)
     a, b = region.certify(images, seed=11), region.certify(images, seed=11)
     for x, y in zip(a, b, strict=True):
         assert torch.equal(x.r_in, y.r_in) and x.label == y.label and x.p_lower == y.p_lower

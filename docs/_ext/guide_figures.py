@@ -151,7 +151,7 @@ def _certificates():
     x = bundle.normalization.from_pixels(pixels)
     dds = DDSAttention(bundle.model, bundle.denoiser, method="rollout", sigma=SIGMA,
                        batch_size=128, n_select=16)  # fmt: skip
-    region = FaithfulRegion(dds, k=CERT["k"], beta=CERT["beta"], alpha=CERT["alpha"], n=CERT["n"])
+    region = FaithfulRegion(dds, k=CERT["k"], beta=CERT["beta"], alpha=CERT["alpha"], n_samples=CERT["n"])
     return pixels, data["label"][list(CERT_IMAGES)], region.certify(x, seed=SEED)
 
 
