@@ -404,17 +404,17 @@ class SmoothingEngine:
         graph = gradient is not None
         n_inputs = pixels.shape[0]
         start, total = samples.start * n_inputs, samples.stop * n_inputs
-        chunk_size = self.batch_size
+        batch_size = self.batch_size
         while start < total:
-            stop = min(start + chunk_size, total)
+            stop = min(start + batch_size, total)
             try:
                 with self._autocast(pixels.device, graph):
                     chunk = self._chunk(pixels, seed, stream, start, stop, graph)
                     result = compute(chunk)
             except torch.OutOfMemoryError:
-                if graph or chunk_size == 1:
+                if graph or batch_size == 1:
                     raise
-                chunk_size = self._halved(chunk_size, pixels.device)
+                batch_size = self._halved(batch_size, pixels.device)
                 continue
             chunk.guard.check()
             if gradient is not None:
@@ -425,19 +425,19 @@ class SmoothingEngine:
                 bar.update(stop - start)
             start = stop
 
-    def _halved(self, chunk_size: int, device: torch.device) -> int:
-        chunk_size = max(1, chunk_size // 2)
+    def _halved(self, batch_size: int, device: torch.device) -> int:
+        batch_size = max(1, batch_size // 2)
         if device.type == "cuda":
             torch.cuda.empty_cache()
         if not self._warned_oom:
             warnings.warn(
-                f"out of memory: continuing with chunks of {chunk_size} images "
+                f"out of memory: continuing with chunks of {batch_size} images "
                 "(pass a smaller batch_size to avoid the retry)",
                 RuntimeWarning,
                 stacklevel=4,
             )
             self._warned_oom = True
-        return chunk_size
+        return batch_size
 
 
 class _GradientSum:

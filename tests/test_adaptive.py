@@ -135,7 +135,7 @@ def test_eot_gradient_of_the_map_is_unbiased_and_equals_the_per_sample_average()
     z, v = 0.6, 0.3
     x = toy_image(model, z, v)
     n = 3000
-    dds = DifferentiableDDS(model, None, "raw", SIGMA, normalization=IDENTITY, chunk_size=512)
+    dds = DifferentiableDDS(model, None, "raw", SIGMA, normalization=IDENTITY, batch_size=512)
     est = dds.gradient(x, n, seed=4, map_weights={"raw": torch.tensor([[1.0, 0.0]])})
     w = model.w.numpy()
     # Independent reference: the same noise draws, per-sample gradient φ(z + w·δ_s)·w.
@@ -158,7 +158,7 @@ def test_smoothed_softmax_loss_gradient_matches_the_closed_form():
     z, v = 0.2, 0.5
     x = toy_image(model, z, v)
     n = 4000
-    dds = DifferentiableDDS(model, None, "raw", SIGMA, normalization=IDENTITY, chunk_size=1000)
+    dds = DifferentiableDDS(model, None, "raw", SIGMA, normalization=IDENTITY, batch_size=1000)
 
     def ce(maps, probs):
         return -probs[:, 0].log()
@@ -180,7 +180,7 @@ def test_chunking_does_not_change_values_or_gradients():
     weights = {"raw": torch.tensor([[1.0, -0.5], [0.3, 2.0]], dtype=torch.float64)}
     results = []
     for chunk in (3, 8, 1000):
-        dds = DifferentiableDDS(model, None, "raw", SIGMA, normalization=IDENTITY, chunk_size=chunk)
+        dds = DifferentiableDDS(model, None, "raw", SIGMA, normalization=IDENTITY, batch_size=chunk)
         results.append(dds.gradient(x, 37, seed=2, map_weights=weights))
     for other in results[1:]:
         torch.testing.assert_close(other.grad, results[0].grad, rtol=1e-10, atol=1e-12)
@@ -206,7 +206,7 @@ def test_gradient_through_unet_and_grad_rollout_matches_finite_differences(unet_
     x = 0.1 + 0.8 * x
     weights = torch.randn(2, 16, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     dds = DifferentiableDDS(
-        model, unet_denoiser, ["grad_rollout", "rollout"], 0.1, chunk_size=3,
+        model, unet_denoiser, ["grad_rollout", "rollout"], 0.1, batch_size=3,
     )
     assert unet_denoiser.differentiable is False  # the caller's denoiser is not changed
     target = torch.tensor([1, 3])
@@ -224,7 +224,7 @@ def test_gradient_through_unet_and_grad_rollout_matches_finite_differences(unet_
     assert abs(analytic) > 1e-6
     assert abs(numeric - analytic) <= 1e-4 * abs(analytic) + 1e-9
     # Other chunking, same gradient; and its values equal DDSAttention's (same seed, stream 0).
-    again = DifferentiableDDS(model, unet_denoiser, ["grad_rollout", "rollout"], 0.1, chunk_size=4)
+    again = DifferentiableDDS(model, unet_denoiser, ["grad_rollout", "rollout"], 0.1, batch_size=4)
     other = again.gradient(x, 2, seed=5, map_weights={"grad_rollout": weights}, target=target)
     torch.testing.assert_close(other.grad, est.grad, rtol=1e-9, atol=1e-12)
     normalization = dds.normalization
@@ -373,6 +373,27 @@ def test_certificate_check_finds_no_violation_and_has_teeth():
     inflated = check_certificates(region, x, seed=0, radius_scale=3.0, steps=10, n_eot=16, n_verify=1000)
     (bad,) = inflated.checks
     assert bad.token_violation and bad.prediction_violation and inflated.violations == 2
+
+
+def test_certificate_check_chunk_size_is_the_deprecated_name_of_batch_size():
+    """``check_certificates(chunk_size=)`` warns at the caller and gives the same report as
+    ``batch_size=``; both names at once is a TypeError."""
+    from captum_fvit.evaluate.certificate_check import check_certificates
+
+    model = make_toy()
+    x = toy_image(model, 1.0, 1.0)
+    region = FaithfulRegion(
+        model, None, "raw", k=1, beta=1.0, alpha=0.01, n_samples=200, smoothing="vote",
+        sigma=SIGMA, n_select=16, input_mean=(0.0,), input_std=(1.0,),
+    )
+    options = dict(seed=0, steps=2, n_eot=4, n_verify=50)
+    new = check_certificates(region, x, batch_size=7, **options)
+    with pytest.warns(DeprecationWarning, match="check_certificates: chunk_size= is deprecated") as record:
+        old = check_certificates(region, x, chunk_size=7, **options)
+    assert record[0].filename == __file__
+    assert new.rows() == old.rows() and new.checks[0].radius_beta > 0
+    with pytest.raises(TypeError, match="pass batch_size= only"):
+        check_certificates(region, x, batch_size=8, chunk_size=7, **options)
 
 
 # -- Monte-Carlo floor and the choice of n -----------------------------------------------------

@@ -72,7 +72,7 @@ def test_item_alone_equals_item_in_batch_any_chunking_and_order():
         assert torch.equal(item["mask"], full["mask"][i])
         assert item["label"] == int(full["label"][i])
     order = np.random.default_rng(0).permutation(60)
-    shuffled = render_batch(3, order, 64, chunk_size=7)
+    shuffled = render_batch(3, order, 64, batch_size=7)
     assert torch.equal(shuffled.images, full["image"][order])
     assert torch.equal(shuffled.masks, full["mask"][order])
     assert torch.equal(shuffled.labels, full["label"][order])
@@ -360,13 +360,13 @@ def test_bad_arguments_raise_clear_errors():
         ShapesBenchmark.from_split("holdout")
     with pytest.raises(ValueError, match="class"):
         class_index("hexagon")
-    with pytest.raises(ValueError, match="chunk_size"):
-        render_batch(0, [0], chunk_size=0)
+    with pytest.raises(ValueError, match="batch_size"):
+        render_batch(0, [0], batch_size=0)
     with pytest.raises(TypeError, match="ShapesConfig"):
         render_batch(0, [0], config={"area_range": (0.1, 0.2)})
     # The same mistakes raise what captum_fvit.validation raises everywhere else.
-    with pytest.raises(TypeError, match="chunk_size must be an integer"):
-        render_batch(0, [0], chunk_size=2.5)
+    with pytest.raises(TypeError, match="batch_size must be an integer"):
+        render_batch(0, [0], batch_size=2.5)
     with pytest.raises(TypeError, match="batch_size must be an integer"):
         next(ds.iter_batches(batch_size=True))
     with pytest.raises(ValueError, match="batch_size must be an integer ≥ 1"):
@@ -388,3 +388,29 @@ def test_old_seed_check_warns_and_forwards():
         assert rng.check_seed(5) == 5
     with pytest.warns(DeprecationWarning), pytest.raises(TypeError, match="seed must be an int"):
         rng.check_seed(1.5)
+
+
+def test_chunk_size_is_the_deprecated_name_of_the_render_batch_size():
+    """``render_batch(chunk_size=)`` → ``batch_size=``; ``ShapesBenchmark(chunk_size=)`` →
+    ``render_batch_size=`` (not the size of the batches it yields): the old name warns at the
+    caller and renders the same images; both names at once is a TypeError."""
+    new = render_batch(5, range(9), 64, batch_size=4)
+    with pytest.warns(DeprecationWarning, match="render_batch: chunk_size= is deprecated.*use batch_size=") as rec:
+        old = render_batch(5, range(9), 64, chunk_size=4)
+    assert rec[0].filename == __file__
+    assert torch.equal(new.images, old.images) and torch.equal(new.masks, old.masks)
+    assert torch.equal(new.labels, old.labels)
+    with pytest.raises(TypeError, match="pass batch_size= only"):
+        render_batch(5, [0], batch_size=2, chunk_size=3)
+    ds = ShapesBenchmark(12, 64, seed=5, render_batch_size=5)
+    with pytest.warns(DeprecationWarning, match="ShapesBenchmark: chunk_size= is deprecated.*render_batch_size="):
+        legacy = ShapesBenchmark(12, 64, seed=5, chunk_size=5)
+    with pytest.warns(DeprecationWarning, match="from_split: chunk_size= is deprecated"):
+        split = ShapesBenchmark.from_split("test", 12, chunk_size=5)
+    assert ds.render_batch_size == legacy.render_batch_size == split.render_batch_size == 5
+    with pytest.warns(DeprecationWarning, match=r"ShapesBenchmark.chunk_size is deprecated.*\.render_batch_size"):
+        assert ds.chunk_size == 5
+    assert torch.equal(ds.batch(range(12))["image"], legacy.batch(range(12))["image"])
+    assert torch.equal(ds.batch(range(12))["image"], render_batch(5, range(12)).images)
+    with pytest.raises(TypeError, match="pass render_batch_size= only"):
+        ShapesBenchmark(12, render_batch_size=3, chunk_size=5)

@@ -118,8 +118,8 @@ def test_attacks_reject_bad_inputs(timm_vit, clean, images):
     # `images` are N(0, 1) in model space: pixels far outside [0, 1] for mean = std = 0.5.
     with pytest.raises(ValueError, match="not images in the model's normalisation"):
         pgd_attack(timm_vit, images * 3)
-    with pytest.raises(ValueError, match="labels has 2 entries for 4 inputs"):
-        pgd_attack(timm_vit, clean, labels=[0, 1])
+    with pytest.raises(ValueError, match="target has 2 entries for 4 inputs"):
+        pgd_attack(timm_vit, clean, target=[0, 1])
     with pytest.raises(ValueError, match="unknown attack 'fgsm'"):
         get_attack("fgsm")
     assert get_attack("pgd").fn is not None
@@ -253,7 +253,7 @@ def test_topk_attack_keeps_labels_and_lowers_topk_mass(timm_vit, clean, pixels):
     guard.check()
     labels = timm_vit(clean).argmax(dim=1)
     assert torch.equal(timm_vit(result.adversarial).argmax(dim=1), labels)
-    assert result.label_kept.all() and torch.equal(result.labels, labels)
+    assert result.label_kept.all() and torch.equal(result.target, labels)
     # Some steps were rejected for changing the label, so the check was exercised.
     assert result.accepted_steps.min() < steps
     moved = _to_pixels(timm_vit, result.adversarial)
@@ -446,7 +446,7 @@ def test_eot_pgd_and_smooth_pgd_are_one_attack_matching_a_plain_loop():
     labels = torch.tensor([1, 3])
     eps, sigma, n_eot, steps, seed = 8 / 255, 0.1, 3, 3, 11
     eot = eot_pgd_attack(model, IdentityDenoiser(), x, labels, eps, sigma, n_eot, steps=steps, seed=seed)
-    smooth = smooth_pgd(model, None, x, labels, eps, sigma, n_eot, steps=steps, seed=seed, chunk_size=4)
+    smooth = smooth_pgd(model, None, x, labels, eps, sigma, n_eot, steps=steps, seed=seed, batch_size=4)
     ref_eot = _reference_eot_pgd(model, x, labels, eps, sigma, n_eot, steps, seed, EOT_STREAM)
     ref_smooth = _reference_eot_pgd(model, x, labels, eps, sigma, n_eot, steps, seed, ADAPTIVE_STREAM)
     torch.testing.assert_close(eot, ref_eot, atol=1e-9, rtol=0)
@@ -486,7 +486,7 @@ def test_registry_says_the_threat_and_runs_the_adaptive_attacks(timm_vit, clean)
     norm = resolve_normalization(timm_vit)
     pixels = norm.to_pixels(clean[:2]).clamp(0, 1)
     labels = torch.tensor([0, 1])
-    context = AttackContext(timm_vit, norm, sigma=0.1, n_eot=2, chunk_size=3)
+    context = AttackContext(timm_vit, norm, sigma=0.1, n_eot=2, batch_size=3)
     out = ATTACKS["smooth_pgd"].fn(context, pixels, labels, 4 / 255, norm="l2", steps=2, seed=3)
     direct = smooth_pgd(timm_vit, None, clean[:2], labels, 4 / 255, 0.1, 2, norm="l2", steps=2, seed=3)
     torch.testing.assert_close(out, norm.to_pixels(direct).clamp(0, 1), atol=1e-6, rtol=0)
@@ -505,3 +505,84 @@ def test_old_api_names_stay_importable():
         noise.ADAPTIVE_STREAM, noise.ADAPTIVE_LABEL_STREAM,
     )
     assert not hasattr(attacks, "smoothed_probabilities")
+
+
+# -- renamed keywords (issue 20, "Names"): the old name warns and gives the same result ------
+def _renamed_cases():
+    from captum_fvit.evaluate import adaptive_topk, smooth_pgd
+
+    target = [1, 0]
+    common = {"eps": 4 / 255, "steps": 1, "seed": 0}
+    eot = {**common, "sigma": 0.1, "n_eot": 2}
+    topk = {**eot, "k": 3, "method": "raw", "n_clean": 2}
+    return [
+        ("pgd_attack", lambda m, x, **kw: pgd_attack(m, x, **common, **kw), "labels", "target", target),
+        ("eot_pgd_attack", lambda m, x, **kw: eot_pgd_attack(m, IdentityDenoiser(), x, **eot, **kw),
+         "labels", "target", target),
+        ("smooth_pgd", lambda m, x, **kw: smooth_pgd(m, None, x, **eot, **kw), "labels", "target", target),
+        ("smooth_pgd", lambda m, x, **kw: smooth_pgd(m, None, x, **eot, **kw), "chunk_size", "batch_size", 3),
+        ("adaptive_topk", lambda m, x, **kw: adaptive_topk(m, None, x, **topk, **kw), "labels", "target", target),
+        ("adaptive_topk", lambda m, x, **kw: adaptive_topk(m, None, x, **topk, **kw),
+         "chunk_size", "batch_size", 3),
+    ]
+
+
+def _as_tensors(result):
+    if isinstance(result, torch.Tensor):
+        return [result]
+    return [result.adversarial, result.target, result.mass_adversarial]
+
+
+@pytest.mark.parametrize(
+    "where, call, old, new, value", _renamed_cases(), ids=lambda v: v if isinstance(v, str) else ""
+)
+def test_deprecated_keyword_warns_and_gives_the_same_result(timm_vit, clean, where, call, old, new, value):
+    """``labels=`` → ``target=`` (Captum's name) and ``chunk_size=`` → ``batch_size=``: the old
+    keyword warns at the caller's line and gives bit-identical results; both at once is a
+    TypeError naming the new one."""
+    x = clean[:2]
+    expected = call(timm_vit, x, **{new: value})
+    with pytest.warns(DeprecationWarning, match=f"{where}: {old}= is deprecated.*use {new}=") as record:
+        legacy = call(timm_vit, x, **{old: value})
+    assert all(w.filename == __file__ for w in record if issubclass(w.category, DeprecationWarning))
+    for a, b in zip(_as_tensors(expected), _as_tensors(legacy), strict=True):
+        assert torch.equal(a, b)
+    both = {new: [2, 3] if new == "target" else 5, old: value}
+    with pytest.raises(TypeError, match=f"got {new}= and its deprecated old name {old}=; pass {new}= only"):
+        call(timm_vit, x, **both)
+
+
+def test_target_is_where_labels_was_and_a_positional_call_still_works(timm_vit, clean):
+    """The renamed keyword keeps its position: ``pgd_attack(model, x, classes, eps)``."""
+    classes = torch.tensor([2, 0])
+    positional = pgd_attack(timm_vit, clean[:2], classes, 4 / 255, steps=2, seed=1)
+    keyword = pgd_attack(timm_vit, clean[:2], target=classes, eps=4 / 255, steps=2, seed=1)
+    other = pgd_attack(timm_vit, clean[:2], target=torch.tensor([1, 1]), eps=4 / 255, steps=2, seed=1)
+    assert torch.equal(positional, keyword) and not torch.equal(positional, other)
+
+
+def test_result_labels_fields_are_deprecated_aliases_of_target(timm_vit, clean):
+    from captum_fvit.evaluate import adaptive_topk
+
+    result = topk_explanation_attack(AttentionMap(timm_vit, "raw").token_map, timm_vit, clean[:2], 3, steps=1)
+    with pytest.warns(DeprecationWarning, match=r"ExplanationAttackResult.labels is deprecated.*\.target"):
+        assert result.labels is result.target
+    adaptive = adaptive_topk(timm_vit, None, clean[:2], 3, 4 / 255, 0.1, "raw", 2, steps=1, n_clean=2, seed=0)
+    with pytest.warns(DeprecationWarning, match=r"AdaptiveTopKResult.labels is deprecated.*\.target"):
+        assert adaptive.labels is adaptive.target
+
+
+def test_an_attack_written_with_the_old_parameter_name_still_registers():
+    """The registry passes ``(context, pixels, target, eps)`` positionally, so a user attack
+    whose third parameter is still called ``labels`` registers and runs."""
+    from captum_fvit.evaluate.attacks import ATTACKS, register_attack
+
+    def old_names(context, pixels, labels, eps, *, norm, steps, seed):
+        return pixels + 0 * labels.sum()
+
+    try:
+        spec = register_attack("old_names", old_names, norms=("linf",))
+        pixels = torch.rand(2, 3, 8, 8)
+        assert torch.equal(spec.fn(None, pixels, torch.tensor([0, 1]), 0.1, norm="linf", steps=1, seed=0), pixels)
+    finally:
+        ATTACKS.pop("old_names", None)

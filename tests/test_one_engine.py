@@ -73,7 +73,7 @@ def _pixels() -> torch.Tensor:
 def test_differentiable_estimate_equals_dds_attention(vit, unet, method, kind):
     denoiser = make_denoiser(kind, unet)
     x = _pixels()
-    dds = DifferentiableDDS(vit, denoiser, method, SIGMA, chunk_size=CHUNK, n_select=N_SELECT)
+    dds = DifferentiableDDS(vit, denoiser, method, SIGMA, batch_size=CHUNK, n_select=N_SELECT)
     est = dds.estimate(x, N_SAMPLES, seed=5, k=K)
     reference = DDSAttention(
         vit, denoiser, method, sigma=SIGMA, n_samples=N_SAMPLES, batch_size=CHUNK,
@@ -114,11 +114,11 @@ def test_the_stochastic_denoisers_really_use_their_randomness(unet, kind):
 def test_several_methods_on_one_set_of_samples_equal_each_method_alone(vit, unet):
     denoiser = make_denoiser("one_shot", unet)
     x = _pixels()
-    together = DifferentiableDDS(vit, denoiser, METHODS, SIGMA, chunk_size=5).estimate(
+    together = DifferentiableDDS(vit, denoiser, METHODS, SIGMA, batch_size=5).estimate(
         x, N_SAMPLES, seed=2, target=torch.tensor([1, 3])
     )
     for method in METHODS:
-        alone = DifferentiableDDS(vit, denoiser, method, SIGMA, chunk_size=2).estimate(
+        alone = DifferentiableDDS(vit, denoiser, method, SIGMA, batch_size=2).estimate(
             x, N_SAMPLES, seed=2, target=torch.tensor([1, 3])
         )
         torch.testing.assert_close(together.maps[method], alone.maps[method], rtol=0, atol=1e-10)
@@ -136,7 +136,7 @@ def test_gradient_does_not_depend_on_the_chunk_size(vit, unet, kind):
     objective = dict(map_weights={"grad_rollout": weights}, prob_weights=weights[:, :5])
     grads = []
     for chunk in (1, 3, 7):
-        dds = DifferentiableDDS(vit, denoiser, ["grad_rollout", "raw"], SIGMA, chunk_size=chunk)
+        dds = DifferentiableDDS(vit, denoiser, ["grad_rollout", "raw"], SIGMA, batch_size=chunk)
         grads.append(dds.gradient(x, N_SAMPLES, seed=4, target=target, **objective).grad)
     assert grads[0].abs().max() > 1e-6
     for other in grads[1:]:
@@ -160,7 +160,7 @@ class NaNForSecondInput:
 
 
 def test_nan_from_the_denoiser_on_the_graph_path_names_the_stage(vit):
-    dds = DifferentiableDDS(vit, NaNForSecondInput(), "grad_rollout", SIGMA, chunk_size=4)
+    dds = DifferentiableDDS(vit, NaNForSecondInput(), "grad_rollout", SIGMA, batch_size=4)
     x = _pixels()
     with pytest.raises(NonFiniteError, match="denoiser") as caught:
         dds.gradient(x, 2, seed=0, target=torch.tensor([0, 1]), map_weights={
@@ -191,7 +191,7 @@ def test_pooled_vits_are_explained_by_the_mean_query_on_both_paths(method):
 
     pooled = make_timm_vit(depth=2, class_token=False, global_pool="avg").double()
     x = _pixels()
-    dds = DifferentiableDDS(pooled, None, method, SIGMA, chunk_size=CHUNK, n_select=N_SELECT)
+    dds = DifferentiableDDS(pooled, None, method, SIGMA, batch_size=CHUNK, n_select=N_SELECT)
     est = dds.estimate(x, N_SAMPLES, seed=5, k=K)
     reference = DDSAttention(
         pooled, None, method, sigma=SIGMA, n_samples=N_SAMPLES, batch_size=CHUNK,
@@ -205,3 +205,26 @@ def test_pooled_vits_are_explained_by_the_mean_query_on_both_paths(method):
     )  # fmt: skip
     moved = dds.normalization.to_pixels(adversarial) - x
     assert moved.abs().max() > 0 and moved.abs().max() <= 4 / 255 + 1e-9
+
+
+def test_chunk_size_is_the_deprecated_name_of_batch_size(vit):
+    """``DifferentiableDDS(chunk_size=)`` warns at the caller and gives the same estimate and
+    gradient bit for bit; ``.chunk_size`` warns and reads ``.batch_size``; both names at once
+    is a TypeError."""
+    x = _pixels()
+    target = torch.tensor([1, 3])
+    new = DifferentiableDDS(vit, None, "grad_rollout", SIGMA, batch_size=2)
+    with pytest.warns(DeprecationWarning, match="DifferentiableDDS: chunk_size= is deprecated") as record:
+        old = DifferentiableDDS(vit, None, "grad_rollout", SIGMA, chunk_size=2)
+    assert record[0].filename == __file__
+    assert old.batch_size == new.batch_size == old.engine.batch_size == 2
+    a, b = new.estimate(x, N_SAMPLES, seed=1, target=target), old.estimate(x, N_SAMPLES, seed=1, target=target)
+    assert torch.equal(a.maps["grad_rollout"], b.maps["grad_rollout"])
+    weights = {"grad_rollout": torch.ones(2, 16, dtype=torch.float64)}
+    ga = new.gradient(x, N_SAMPLES, seed=1, target=target, map_weights=weights).grad
+    gb = old.gradient(x, N_SAMPLES, seed=1, target=target, map_weights=weights).grad
+    assert torch.equal(ga, gb) and ga.abs().max() > 0
+    with pytest.warns(DeprecationWarning, match=r"DifferentiableDDS.chunk_size is deprecated.*\.batch_size"):
+        assert new.chunk_size == 2
+    with pytest.raises(TypeError, match="pass batch_size= only"):
+        DifferentiableDDS(vit, None, "raw", SIGMA, batch_size=4, chunk_size=2)

@@ -142,7 +142,7 @@ for name, explainer in explainers.items():
 # %%
 from captum_fvit.evaluate import pgd_attack, topk_overlap
 
-adversarial = pgd_attack(vit, inputs, labels=target, eps=8 / 255, seed=0)
+adversarial = pgd_attack(vit, inputs, target=target, eps=8 / 255, seed=0)
 with torch.no_grad():
     flipped = (vit(adversarial).argmax(dim=1) != target).float().mean()
 print(f"PGD changed the plain ViT's prediction on {flipped:.0%} of the images")

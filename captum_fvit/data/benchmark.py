@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import math
 import operator
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -53,7 +54,7 @@ from torch.utils.data import Dataset
 
 from .background import render_background, sample_background_params
 from .distractors import KEEP_OUT, draw_distractors, sample_distractor_params
-from ..validation import check_choice, check_count, check_probability, check_seed
+from ..validation import check_choice, check_count, check_probability, check_seed, renamed_argument
 from .rng import DOMAIN_COLOUR, DOMAIN_LABEL, DOMAIN_OBJECT, as_index_array, cos_sin, counter_uniform
 from .shapes import CLASS_NAMES, NUM_CLASSES, UNIT_AREA, UNIT_CIRCUMRADIUS, shape_sdf_pixels
 
@@ -285,7 +286,9 @@ def render_batch(
     indices: Sequence[int] | np.ndarray | torch.Tensor,
     image_size: int = 64,
     config: ShapesConfig | None = None,
-    chunk_size: int = 64,
+    batch_size: int = 64,
+    *,
+    chunk_size: int | None = None,
 ) -> RenderedBatch:
     """Render images ``indices`` of the benchmark stream ``seed``.
 
@@ -299,9 +302,11 @@ def render_batch(
         Image side in pixels, at least :data:`MIN_IMAGE_SIZE` (32).
     config : ShapesConfig, optional
         Benchmark knobs; the default benchmark if ``None``.
-    chunk_size : int
+    batch_size : int, default 64
         Images rendered at once (memory/speed trade-off only; the result does not depend
         on it).
+    chunk_size : int, optional
+        Deprecated name of ``batch_size``.
 
     Returns
     -------
@@ -311,14 +316,15 @@ def render_batch(
     Raises
     ------
     TypeError, ValueError
-        For a bad seed, index, image size or chunk size.
+        For a bad seed, index, image size or batch size.
     """
     seed = stream_seed(seed)
     config = ShapesConfig() if config is None else config
     if not isinstance(config, ShapesConfig):
         raise TypeError(f"config must be a ShapesConfig, got {type(config).__name__}")
     image_size = config.check_image_size(image_size)
-    chunk_size = check_count(chunk_size, "chunk_size")
+    batch_size = renamed_argument(batch_size, chunk_size, "batch_size", "chunk_size", 64, "render_batch")
+    batch_size = check_count(batch_size, "batch_size")
     idx = as_index_array(indices)
     b, n = idx.shape[0], image_size
     out = {
@@ -334,8 +340,8 @@ def render_batch(
         "colour": torch.empty(b, 3),
     }
     with torch.no_grad():
-        for start in range(0, b, int(chunk_size)):
-            part = _render_chunk(seed, idx[start : start + int(chunk_size)], n, config)
+        for start in range(0, b, int(batch_size)):
+            part = _render_chunk(seed, idx[start : start + int(batch_size)], n, config)
             for key, value in part.items():
                 out[key][start : start + value.shape[0]] = value
     return RenderedBatch(
@@ -362,8 +368,12 @@ class ShapesBenchmark(Dataset):
         Stream seed in ``[0, 2**63)``; see :data:`SPLIT_SEEDS` and :meth:`from_split`.
     config : ShapesConfig, optional
         Benchmark knobs; the default benchmark if ``None``.
-    chunk_size : int
-        Images rendered at once by :meth:`batch` (speed/memory only).
+    render_batch_size : int, default 64
+        Images rendered at once inside :meth:`batch` (:func:`render_batch`'s ``batch_size``:
+        speed/memory only, the images do not depend on it). Not the size of the batches
+        :meth:`iter_batches` or a ``DataLoader`` yield.
+    chunk_size : int, optional
+        Deprecated name of ``render_batch_size``.
 
     Notes
     -----
@@ -380,8 +390,11 @@ class ShapesBenchmark(Dataset):
         seed: int = 0,
         *,
         config: ShapesConfig | None = None,
-        chunk_size: int = 64,
+        render_batch_size: int = 64,
+        chunk_size: int | None = None,
     ) -> None:
+        render_batch_size = renamed_argument(render_batch_size, chunk_size, "render_batch_size",
+                                             "chunk_size", 64, "ShapesBenchmark")  # fmt: skip
         size = check_count(size, "size")
         self.config = ShapesConfig() if config is None else config
         if not isinstance(self.config, ShapesConfig):
@@ -389,7 +402,7 @@ class ShapesBenchmark(Dataset):
         self.size = int(size)
         self.image_size = self.config.check_image_size(image_size)
         self.seed = stream_seed(seed)
-        self.chunk_size = check_count(chunk_size, "chunk_size")
+        self.render_batch_size = check_count(render_batch_size, "render_batch_size")
 
     @classmethod
     def from_split(
@@ -399,11 +412,23 @@ class ShapesBenchmark(Dataset):
         image_size: int = 64,
         *,
         config: ShapesConfig | None = None,
-        chunk_size: int = 64,
+        render_batch_size: int = 64,
+        chunk_size: int | None = None,
     ) -> ShapesBenchmark:
-        """The dataset of a named split (``"train"``, ``"val"`` or ``"test"``)."""
+        """The dataset of a named split (``"train"``, ``"val"`` or ``"test"``; ``chunk_size``:
+        deprecated name of ``render_batch_size``)."""
+        render_batch_size = renamed_argument(render_batch_size, chunk_size, "render_batch_size",
+                                             "chunk_size", 64, "ShapesBenchmark.from_split")  # fmt: skip
         check_choice(split, "split", tuple(SPLIT_SEEDS))
-        return cls(size, image_size, SPLIT_SEEDS[split], config=config, chunk_size=chunk_size)
+        return cls(size, image_size, SPLIT_SEEDS[split], config=config,
+                   render_batch_size=render_batch_size)  # fmt: skip
+
+    @property
+    def chunk_size(self) -> int:
+        """Deprecated name of :attr:`render_batch_size`."""
+        warnings.warn("ShapesBenchmark.chunk_size is deprecated (removed in the next release); "
+                      "use .render_batch_size", DeprecationWarning, stacklevel=2)  # fmt: skip
+        return self.render_batch_size
 
     class_names: tuple[str, ...] = CLASS_NAMES
     num_classes: int = NUM_CLASSES
@@ -429,7 +454,7 @@ class ShapesBenchmark(Dataset):
     def render(self, indices: Sequence[int] | np.ndarray | torch.Tensor) -> RenderedBatch:
         """Render ``indices`` with all ground truth (see :func:`render_batch`)."""
         idx = self._check_indices(indices)
-        return render_batch(self.seed, idx, self.image_size, self.config, self.chunk_size)
+        return render_batch(self.seed, idx, self.image_size, self.config, self.render_batch_size)
 
     def batch(self, indices: Sequence[int] | np.ndarray | torch.Tensor) -> dict[str, torch.Tensor]:
         """Render ``indices`` at once.
@@ -462,7 +487,8 @@ class ShapesBenchmark(Dataset):
         ]
 
     def iter_batches(self, batch_size: int = 256) -> Iterator[dict[str, torch.Tensor]]:
-        """Yield the dataset in order, ``batch_size`` images at a time (last one may be short)."""
+        """Yield the dataset in order, ``batch_size`` images at a time (last one may be short;
+        each rendered ``render_batch_size`` images at a time)."""
         batch_size = check_count(batch_size, "batch_size")
         for start in range(0, self.size, int(batch_size)):
             yield self.batch(np.arange(start, min(start + int(batch_size), self.size)))

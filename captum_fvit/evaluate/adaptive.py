@@ -37,10 +37,11 @@ from ..explain.base import TokenMapMethod
 from ..noise import ADAPTIVE_LABEL_STREAM, ADAPTIVE_STREAM, random_seed
 from ..space import Normalization, resolve_normalization
 from ..validation import check_count, check_eps, check_image_batch, check_k, check_norm, check_seed
+from ..validation import renamed_argument
 from ._pixels import clean_pixels, resolve_step, seeded_start
 from .differentiable import DifferentiableDDS
 from .eot_pgd import ADAPTIVE_STREAMS, eot_pgd
-from .labels import LabelType, resolve_labels
+from .labels import LabelType, deprecated_alias, resolve_labels
 from .metrics import topk_indices
 from .topk_ascent import Probe, label_preserving_ascent
 
@@ -60,7 +61,7 @@ def _engine(
     method: str | TokenMapMethod,
     sigma: float,
     normalization: Normalization | None,
-    chunk_size: int,
+    batch_size: int,
     noise: str,
 ) -> DifferentiableDDS:
     """``dds``, or a :class:`DifferentiableDDS` built from the entry point's arguments."""
@@ -68,7 +69,7 @@ def _engine(
         return dds
     normalization = normalization or resolve_normalization(model)
     return DifferentiableDDS(
-        model, denoiser, method, sigma, normalization=normalization, chunk_size=chunk_size,
+        model, denoiser, method, sigma, normalization=normalization, batch_size=batch_size,
         noise=noise,
     )  # fmt: skip
 
@@ -77,7 +78,7 @@ def smooth_pgd(
     model: nn.Module,
     denoiser: Callable | None,
     inputs: torch.Tensor,
-    labels: LabelType = None,
+    target: LabelType = None,
     eps: float = 8 / 255,
     sigma: float = 0.25,
     n_eot: int = 8,
@@ -88,9 +89,11 @@ def smooth_pgd(
     random_start: bool = True,
     normalization: Normalization | None = None,
     seed: int | None = None,
-    chunk_size: int = 32,
+    batch_size: int = 32,
     noise: str = "gaussian",
     dds: DifferentiableDDS | None = None,
+    labels: LabelType = None,
+    chunk_size: int | None = None,
 ) -> torch.Tensor:
     """PGD on the smoothed (denoised) classifier, SmoothAdv-style, with chunked EOT gradients.
 
@@ -104,15 +107,16 @@ def smooth_pgd(
         ``differentiable=True``; the caller's object is not changed.
     inputs : Tensor
         ``N×C×H×W`` images in the model's normalisation (pixels in [0, 1]).
-    labels : Tensor or sequence of int, optional
-        Classes whose smoothed probability is lowered; default the smoothed classifier's
-        majority class over ``n_eot`` samples of :data:`ADAPTIVE_LABEL_STREAM`.
+    target : Tensor, sequence of int or int, optional
+        Classes whose smoothed probability is lowered (Captum's ``target``); default the
+        smoothed classifier's majority class over ``n_eot`` samples of
+        :data:`ADAPTIVE_LABEL_STREAM`.
     eps : float, default 8/255
         Radius of the ℓ∞ or ℓ2 ball in **[0, 1] pixel units** (0 returns the inputs).
     sigma : float, default 0.25
         Noise std of the smoothed classifier, **[0, 1] pixel units**.
     n_eot : int, default 8
-        Fresh noise samples per step.
+        Noise samples per step (fresh at every step: EOT).
     norm : {"linf", "l2"}, default "linf"
     steps : int, default 10
     step_size : float, optional
@@ -124,12 +128,18 @@ def smooth_pgd(
         The model's normalisation.
     seed : int, optional
         Seed of the random start and of every noise draw.
-    chunk_size : int, default 32
-        Images per chunk through denoiser and ViT (memory bound).
+    batch_size : int, default 32
+        Images per chunk through denoiser and ViT (memory bound; the result does not depend
+        on it).
     noise : {"gaussian", "laplace", "uniform"}
         Noise distribution (std σ).
     dds : DifferentiableDDS, optional
-        A configured engine to reuse (its model, denoiser, σ and normalisation win).
+        A configured engine to reuse (its model, denoiser, σ, normalisation and batch size
+        win).
+    labels : Tensor or sequence of int, optional
+        Deprecated name of ``target``.
+    chunk_size : int, optional
+        Deprecated name of ``batch_size``.
 
     Returns
     -------
@@ -142,6 +152,8 @@ def smooth_pgd(
     per-image multiple of ``−∇p̄_y``. Signed (ℓ∞) and normalised (ℓ2) steps do not depend on
     that multiple, so each step needs only the one-pass EOT estimate of ``∇p̄_y``.
     """
+    target = renamed_argument(target, labels, "target", "labels", None, "smooth_pgd")
+    batch_size = renamed_argument(batch_size, chunk_size, "batch_size", "chunk_size", 32, "smooth_pgd")
     images = check_image_batch(inputs)
     norm = check_norm(norm)
     eps = check_eps(eps)
@@ -150,10 +162,10 @@ def smooth_pgd(
     seed = check_seed(seed)
     seed = random_seed() if seed is None else seed
     alpha = resolve_step(step_size, eps)
-    dds = _engine(dds, model, denoiser, "raw", sigma, normalization, chunk_size, noise)
+    dds = _engine(dds, model, denoiser, "raw", sigma, normalization, batch_size, noise)
     pixels = clean_pixels(images, dds.normalization)
     adversarial = eot_pgd(
-        dds, pixels, labels, eps, n_eot, norm=norm, steps=steps, alpha=alpha, seed=seed,
+        dds, pixels, target, eps, n_eot, norm=norm, steps=steps, alpha=alpha, seed=seed,
         random_start=random_start, streams=ADAPTIVE_STREAMS, label_rule="vote",
     )  # fmt: skip
     return dds.normalization.from_pixels(adversarial).to(images.dtype).detach()
@@ -167,8 +179,8 @@ class AdaptiveTopKResult:
     ----------
     adversarial : Tensor
         ``N×C×H×W`` attacked inputs (model normalisation).
-    labels : Tensor
-        ``N`` smoothed-classifier labels the attack keeps.
+    target : Tensor
+        ``N`` smoothed-classifier labels the attack keeps (``labels``: deprecated alias).
     topk_index : Tensor
         ``N×k`` the clean DDS top-k tokens ``T_k``.
     clean_map : Tensor
@@ -177,19 +189,24 @@ class AdaptiveTopKResult:
         ``N`` estimates of the smoothed mass on ``T_k``: on the clean input (the ``n_clean``
         samples) and at the returned point (the ``n_eot`` samples of its step).
     label_kept : Tensor
-        ``N`` bool: the EOT estimate of the smoothed label at the returned point is ``labels``.
+        ``N`` bool: the EOT estimate of the smoothed label at the returned point is ``target``.
     accepted_steps : Tensor
         ``N`` steps that kept the label.
     """
 
     adversarial: torch.Tensor
-    labels: torch.Tensor
+    target: torch.Tensor
     topk_index: torch.Tensor
     clean_map: torch.Tensor
     mass_clean: torch.Tensor
     mass_adversarial: torch.Tensor
     label_kept: torch.Tensor
     accepted_steps: torch.Tensor
+
+    @property
+    def labels(self) -> torch.Tensor:
+        """Deprecated name of :attr:`target`."""
+        return deprecated_alias(self.target, "AdaptiveTopKResult.labels", "target")
 
 
 def adaptive_topk(
@@ -207,35 +224,38 @@ def adaptive_topk(
     step_size: float | None = None,
     random_start: bool = True,
     n_clean: int = 32,
-    labels: LabelType = None,
+    target: LabelType = None,
     topk_index: torch.Tensor | None = None,
     keep_label: bool = True,
     normalization: Normalization | None = None,
     seed: int | None = None,
-    chunk_size: int = 32,
+    batch_size: int = 32,
     noise: str = "gaussian",
     dds: DifferentiableDDS | None = None,
+    labels: LabelType = None,
+    chunk_size: int | None = None,
 ) -> AdaptiveTopKResult:
     """Label-preserving top-k attack on the DDS map itself (EOT through the denoiser).
 
     Ascends ``J(x') = −Σ_{i∈T_k} g_i(x')`` (``g`` the DDS mean map, a probability vector over
     the patch tokens) with ℓ∞ signed or ℓ2 normalised steps; a step after which the EOT
-    estimate of the smoothed label differs from ``labels`` is rejected for that image and its
+    estimate of the smoothed label differs from ``target`` is rejected for that image and its
     step size halved (Ghorbani et al. 2019). The last accepted iterate is returned.
 
     Parameters
     ----------
-    model, denoiser, inputs, eps, sigma, n_eot, norm, steps, step_size, random_start, normalization, seed, chunk_size, noise, dds
+    model, denoiser, inputs, eps, sigma, n_eot, norm, steps, step_size, random_start, normalization, seed, batch_size, noise, dds, labels, chunk_size
         As in :func:`smooth_pgd` (ε, σ in **[0, 1] pixel units**).
     k : int
         Size of the top-k set.
     method : str or TokenMapMethod, default "rollout"
         Explanation method of the DDS map (``"raw"``, ``"rollout"``, ``"grad_rollout"``, ...).
     n_clean : int, default 32
-        Samples (stream 0) of the clean DDS map that defines ``T_k`` and the default labels.
-    labels : Tensor, optional
-        Labels to keep (and to explain for class-specific methods); default the smoothed
-        classifier's majority class on the ``n_clean`` samples.
+        Samples (stream 0) of the clean DDS map that defines ``T_k`` and the default target.
+    target : Tensor, sequence of int or int, optional
+        Labels to keep (and the class explained by class-specific methods: Captum's
+        ``target``); default the smoothed classifier's majority class on the ``n_clean``
+        samples.
     topk_index : Tensor, optional
         ``N×k`` target set; default the top-k of the clean DDS map.
     keep_label : bool, default True
@@ -246,6 +266,8 @@ def adaptive_topk(
     -------
     AdaptiveTopKResult
     """
+    target = renamed_argument(target, labels, "target", "labels", None, "adaptive_topk")
+    batch_size = renamed_argument(batch_size, chunk_size, "batch_size", "chunk_size", 32, "adaptive_topk")
     images = check_image_batch(inputs)
     norm = check_norm(norm)
     eps = check_eps(eps)
@@ -255,24 +277,24 @@ def adaptive_topk(
     seed = check_seed(seed)
     seed = random_seed() if seed is None else seed
     alpha = resolve_step(step_size, eps)
-    dds = _engine(dds, model, denoiser, method, sigma, normalization, chunk_size, noise)
+    dds = _engine(dds, model, denoiser, method, sigma, normalization, batch_size, noise)
     name = next(iter(dds.methods))
     pixels = clean_pixels(images, dds.normalization)
     n = pixels.shape[0]
-    target = None if labels is None else resolve_labels(labels, n, pixels.device)
+    target = None if target is None else resolve_labels(target, n, pixels.device)
     clean = dds.estimate(pixels, n_clean, seed, target=target)
     clean_map = clean.maps[name]
-    labels = clean.predicted if target is None else target
+    target = clean.predicted if target is None else target
     k = check_k(k, clean_map.shape[1], what="patch tokens")
     index = topk_indices(clean_map, k) if topk_index is None else topk_index.to(pixels.device)
-    evaluate = _map_probe(dds, name, index, clean_map.shape[1], clean_map.dtype, labels, n_eot, seed)
+    evaluate = _map_probe(dds, name, index, clean_map.shape[1], clean_map.dtype, target, n_eot, seed)
     start = seeded_start(pixels, eps, norm, seed) if random_start and eps > 0 else None
     ascent = label_preserving_ascent(
         evaluate, pixels, eps, norm, steps, alpha, start=start, keep_label=keep_label
     )
     return AdaptiveTopKResult(
         adversarial=dds.normalization.from_pixels(ascent.pixels).to(images.dtype).detach(),
-        labels=labels,
+        target=target,
         topk_index=index,
         clean_map=clean_map,
         mass_clean=clean_map.gather(1, index).sum(dim=1),
@@ -288,16 +310,16 @@ def _map_probe(
     index: torch.Tensor,
     tokens: int,
     dtype: torch.dtype,
-    labels: torch.Tensor,
+    target: torch.Tensor,
     n_eot: int,
     seed: int,
 ) -> Callable[[torch.Tensor, int], Probe]:
     """The adaptive top-k probe: ``D = −`` the EOT mass of the DDS map on ``index``, its EOT
-    gradient, and whether the EOT smoothed label is ``labels`` (all from step ``s``'s
+    gradient, and whether the EOT smoothed label is ``target`` (all from step ``s``'s
     samples ``s·m … (s+1)·m − 1`` of :data:`ADAPTIVE_STREAM`)."""
     weights = torch.zeros(index.shape[0], tokens, dtype=dtype, device=index.device)
     weights.scatter_(1, index, -1.0)
-    explained = labels if dds.class_specific else None
+    explained = target if dds.class_specific else None
 
     def evaluate(x: torch.Tensor, step: int) -> Probe:
         estimate = dds.gradient(
@@ -305,6 +327,6 @@ def _map_probe(
             stream=ADAPTIVE_STREAM, start=step * n_eot,
         )  # fmt: skip
         mass = estimate.maps[name].gather(1, index).sum(dim=1)
-        return Probe(-mass, estimate.grad, estimate.mean_softmax.argmax(dim=1) == labels)
+        return Probe(-mass, estimate.grad, estimate.mean_softmax.argmax(dim=1) == target)
 
     return evaluate

@@ -2,7 +2,8 @@
 
 * :func:`pgd_attack` — PGD on the prediction of the plain model (Madry et al. 2018), the
   paper's non-adaptive protocol: ℓ∞ (or ℓ2) ball of radius ε in pixel units, step ε/5,
-  10 steps, random start, untargeted cross-entropy on the given (default: predicted) labels.
+  10 steps, random start, untargeted cross-entropy on the given ``target`` classes (default:
+  the predicted ones).
 * :func:`eot_pgd_attack` — the adaptive attack on the *smoothed* classifier (Salman et al.
   2019, SmoothAdv): each step maximises the cross-entropy of the softmax averaged over
   ``n_eot`` noise + denoise samples (expectation over transformation), the one EOT-PGD of
@@ -48,6 +49,7 @@ from ..validation import (
     check_seed,
     check_sigma,
     check_steps,
+    renamed_argument,
 )
 from ._pixels import clean_pixels, projected_ascent, resolve_step, seeded_start
 from .adaptive import adaptive_topk
@@ -82,7 +84,7 @@ THREATS = ("transfer", "adaptive")
 def pgd_attack(
     model: nn.Module,
     inputs: torch.Tensor,
-    labels: LabelType = None,
+    target: LabelType = None,
     eps: float = 8 / 255,
     *,
     norm: str = "linf",
@@ -91,6 +93,7 @@ def pgd_attack(
     random_start: bool = True,
     normalization: Normalization | None = None,
     seed: int | None = None,
+    labels: LabelType = None,
 ) -> torch.Tensor:
     """Untargeted PGD on the cross-entropy of ``model``'s prediction.
 
@@ -100,8 +103,9 @@ def pgd_attack(
         Classifier returning ``N×K`` logits (or ``.logits``); not modified.
     inputs : Tensor
         ``N×C×H×W`` images in the model's normalisation (their pixels must lie in [0, 1]).
-    labels : Tensor or sequence of int, optional
-        ``N`` classes whose cross-entropy is maximised; default the model's predictions.
+    target : Tensor, sequence of int or int, optional
+        ``N`` classes (or one for all) whose cross-entropy is maximised — Captum's ``target``
+        (as ``captum.robust.PGD.perturb``); default the model's predictions.
     eps : float, default 8/255
         Radius of the ℓ∞ or ℓ2 ball in **[0, 1] pixel units** (≥ 0; 0 returns the inputs).
     norm : {"linf", "l2"}, default "linf"
@@ -117,6 +121,8 @@ def pgd_attack(
         The model's normalisation (default :func:`~captum_fvit.space.resolve_normalization`).
     seed : int, optional
         Seed of the random start (a fresh one from torch's global generator when ``None``).
+    labels : Tensor or sequence of int, optional
+        Deprecated name of ``target``.
 
     Returns
     -------
@@ -128,6 +134,7 @@ def pgd_attack(
     --------
     >>> x_adv = pgd_attack(vit, x, eps=8 / 255, seed=0)  # doctest: +SKIP
     """
+    target = renamed_argument(target, labels, "target", "labels", None, "pgd_attack")
     images = check_image_batch(inputs)
     norm = check_norm(norm)
     eps = check_eps(eps)
@@ -137,7 +144,7 @@ def pgd_attack(
     normalization = normalization if normalization is not None else resolve_normalization(model)
     pixels = clean_pixels(images, normalization)
     target = resolve_labels(
-        labels, images.shape[0], images.device,
+        target, images.shape[0], images.device,
         lambda: logits_of(model(images.detach())).argmax(dim=1),
     )  # fmt: skip
 
@@ -157,7 +164,7 @@ def eot_pgd_attack(
     model: nn.Module,
     denoiser: Callable,
     inputs: torch.Tensor,
-    labels: LabelType = None,
+    target: LabelType = None,
     eps: float = 8 / 255,
     sigma: float = 0.25,
     n_eot: int = 8,
@@ -169,6 +176,8 @@ def eot_pgd_attack(
     noise: str = "gaussian",
     normalization: Normalization | None = None,
     seed: int | None = None,
+    batch_size: int = 32,
+    labels: LabelType = None,
 ) -> torch.Tensor:
     """EOT-PGD against the denoised smoothed classifier (SmoothAdv, Salman et al. 2019).
 
@@ -189,20 +198,25 @@ def eot_pgd_attack(
         smooth_pgd` differentiates a twin of it instead).
     inputs : Tensor
         ``N×C×H×W`` images in the model's normalisation (pixels in [0, 1]).
-    labels : Tensor or sequence of int, optional
-        ``N`` classes to attack; default the smoothed classifier's soft prediction (argmax
-        of the average softmax over ``n_eot`` denoised samples of the clean input, from a
-        noise stream the attack steps do not use).
+    target : Tensor, sequence of int or int, optional
+        ``N`` classes to attack (Captum's ``target``); default the smoothed classifier's
+        soft prediction (argmax of the average softmax over ``n_eot`` denoised samples of
+        the clean input, from a noise stream the attack steps do not use).
     eps : float, default 8/255
         Radius in **[0, 1] pixel units**.
     sigma : float, default 0.25
         Noise std in **[0, 1] pixel units** (that of the smoothed classifier under attack).
     n_eot : int, default 8
-        Noise samples per step (through the denoiser in chunks of 32 images).
+        Noise samples per step (EOT: fresh samples at every step).
     norm, steps, step_size, random_start, normalization, seed
         As in :func:`pgd_attack`.
     noise : {"gaussian", "laplace", "uniform"}, default "gaussian"
         Noise distribution (std σ).
+    batch_size : int, default 32
+        Images per chunk through denoiser and ViT (peak memory is one chunk's forward and
+        backward; the result does not depend on it).
+    labels : Tensor or sequence of int, optional
+        Deprecated name of ``target``.
 
     Returns
     -------
@@ -217,6 +231,7 @@ def eot_pgd_attack(
     :data:`~captum_fvit.noise.EOT_STREAM` / :data:`~captum_fvit.noise.EOT_LABEL_STREAM` and
     soft default labels.
     """
+    target = renamed_argument(target, labels, "target", "labels", None, "eot_pgd_attack")
     if not callable(denoiser):
         raise TypeError(
             f"denoiser must be callable as denoiser(x_noisy, sigma, generator), got "
@@ -234,10 +249,11 @@ def eot_pgd_attack(
     normalization = normalization if normalization is not None else resolve_normalization(model)
     pixels = clean_pixels(images, normalization)
     dds = DifferentiableDDS(
-        model, _GradientChecked(denoiser), "raw", sigma, normalization=normalization, noise=noise
-    )
+        model, _GradientChecked(denoiser), "raw", sigma, normalization=normalization, noise=noise,
+        batch_size=batch_size,
+    )  # fmt: skip
     adversarial = eot_pgd(
-        dds, pixels, labels, eps, n_eot, norm=norm, steps=steps, alpha=alpha, seed=seed,
+        dds, pixels, target, eps, n_eot, norm=norm, steps=steps, alpha=alpha, seed=seed,
         random_start=random_start, streams=EOT_STREAMS, label_rule="softmax",
     )  # fmt: skip
     return normalization.from_pixels(adversarial).to(images.dtype)
@@ -297,9 +313,9 @@ class AttackContext:
         :data:`captum_fvit.explain.METHODS`): the surrogate of the transfer top-k attack and
         the DDS map of the adaptive top-k attack. ``None``: the method of ``map_fn``'s
         explainer when it is a bound ``token_map``, else ``"rollout"``.
-    chunk_size : int
+    batch_size : int
         Images per chunk through denoiser and ViT in the adaptive attacks' differentiable
-        DDS (peak memory is one chunk's forward and backward).
+        DDS (peak memory is one chunk's forward and backward; renamed from ``chunk_size``).
     noise : {"gaussian", "laplace", "uniform"}
         Noise distribution of the defence (std σ), used by the adaptive attacks.
     n_clean : int
@@ -315,7 +331,7 @@ class AttackContext:
     k: int = 10
     n_eot: int = 8
     method: str | None = None
-    chunk_size: int = 32
+    batch_size: int = 32
     noise: str = "gaussian"
     n_clean: int = 32
 
@@ -330,23 +346,25 @@ class AttackContext:
         """The defence as a :class:`DifferentiableDDS` (``method`` default :meth:`method_name`)."""
         return DifferentiableDDS(
             self.model, self.denoiser, method or self.method_name(), self.sigma,
-            normalization=self.normalization, chunk_size=self.chunk_size, noise=self.noise,
+            normalization=self.normalization, batch_size=self.batch_size, noise=self.noise,
         )  # fmt: skip
 
 
 class Attack(Protocol):
     """The one signature of every registered attack.
 
-    ``attack(context, pixels, labels, eps, *, norm, steps, seed) -> adversarial pixels``:
-    ``pixels`` are ``N×C×H×W`` in [0, 1], ``labels`` ``N`` classes, ``eps`` the radius in
-    [0, 1] pixel units; the result is ``N×C×H×W`` in [0, 1] within ``eps`` of ``pixels``.
+    ``attack(context, pixels, target, eps, *, norm, steps, seed) -> adversarial pixels``:
+    ``pixels`` are ``N×C×H×W`` in [0, 1], ``target`` ``N`` classes (the labels to change or
+    keep, Captum's ``target``), ``eps`` the radius in [0, 1] pixel units; the result is
+    ``N×C×H×W`` in [0, 1] within ``eps`` of ``pixels``. The registry passes the first four
+    positionally, so an attack written with the old parameter name ``labels`` still works.
     """
 
     def __call__(
         self,
         context: AttackContext,
         pixels: torch.Tensor,
-        labels: torch.Tensor,
+        target: torch.Tensor,
         eps: float,
         *,
         norm: str,
@@ -389,26 +407,26 @@ def _model_space(context: AttackContext, attack: Callable[..., torch.Tensor], pi
     return context.normalization.to_pixels(adversarial).clamp(0, 1)
 
 
-def _pgd(context, pixels, labels, eps, *, norm, steps, seed):
+def _pgd(context, pixels, target, eps, *, norm, steps, seed):
     return _model_space(
         context, lambda x: pgd_attack(
-            context.model, x, labels, eps, norm=norm, steps=steps,
+            context.model, x, target, eps, norm=norm, steps=steps,
             normalization=context.normalization, seed=seed,
         ), pixels,
     )  # fmt: skip
 
 
 def _eot(streams, label_rule):
-    def attack(context, pixels, labels, eps, *, norm, steps, seed):
+    def attack(context, pixels, target, eps, *, norm, steps, seed):
         return eot_pgd(
-            context.differentiable_dds("raw"), pixels, labels, eps, context.n_eot, norm=norm,
+            context.differentiable_dds("raw"), pixels, target, eps, context.n_eot, norm=norm,
             steps=steps, alpha=resolve_step(None, eps), seed=seed, streams=streams, label_rule=label_rule,
         ).clamp(0, 1)  # fmt: skip
 
     return attack
 
 
-def _topk(context, pixels, labels, eps, *, norm, steps, seed):
+def _topk(context, pixels, target, eps, *, norm, steps, seed):
     if context.map_fn is None:
         raise ValueError("the top-k attack needs the explanation under attack (context.map_fn)")
     surrogate = (
@@ -424,13 +442,13 @@ def _topk(context, pixels, labels, eps, *, norm, steps, seed):
     )  # fmt: skip
 
 
-def _adaptive_topk(context, pixels, labels, eps, *, norm, steps, seed):
+def _adaptive_topk(context, pixels, target, eps, *, norm, steps, seed):
     dds = context.differentiable_dds()
     return _model_space(
         context, lambda x: adaptive_topk(
             context.model, context.denoiser, x, context.k, eps, context.sigma,
             n_eot=context.n_eot, norm=norm, steps=steps, n_clean=context.n_clean,
-            labels=labels, seed=seed, dds=dds,
+            target=target, seed=seed, dds=dds,
         ).adversarial, pixels,
     )  # fmt: skip
 
@@ -462,7 +480,7 @@ def register_attack(
         inspect.signature(fn).bind(None, None, None, 0.0, norm="linf", steps=1, seed=0)
     except TypeError as err:
         raise TypeError(
-            f"attack {name!r} must accept (context, pixels, labels, eps, *, norm, steps, seed): {err}"
+            f"attack {name!r} must accept (context, pixels, target, eps, *, norm, steps, seed): {err}"
         ) from None
     bad = [n for n in norms if n not in NORMS]
     if bad or not norms:

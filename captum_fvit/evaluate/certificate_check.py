@@ -132,7 +132,7 @@ def _attack_topk(dds, twin, x, i, c, rb, radius_scale, s: _Settings):
     normalization = dds.normalization
     attack = adaptive_topk(
         dds.model, None, x, c.k, rb, dds.sigma, n_eot=s.n_eot, norm="l2", steps=s.steps,
-        step_size=rb / 4, random_start=True, labels=torch.tensor([c.label]),
+        step_size=rb / 4, random_start=True, target=torch.tensor([c.label]),
         topk_index=c.topk[None], keep_label=False, seed=s.seed + 1 + i, dds=twin, n_clean=1,
     )  # fmt: skip
     x_adv = attack.adversarial
@@ -201,7 +201,7 @@ def check_certificates(
         Attack within ``radius_scale × R`` (ℓ2). 1 checks the certificate (open ball: the
         radius is shrunk by one part in 10⁶); > 1 checks that the check has teeth.
     steps, n_eot : int
-        Attack steps and EOT samples per step.
+        Attack steps and noise samples per step (EOT).
     n_verify : int, default 1000
         Fresh samples establishing a violation at the attacked point.
     alpha_verify : float, default 0.001
@@ -231,7 +231,7 @@ def check_certificates(
     certificates = region.certify(images, seed=seed)
     twin = DifferentiableDDS(
         dds.model, dds.denoiser, dds.method, dds.sigma,
-        normalization=dds.normalization, chunk_size=batch_size, noise=dds.engine.noise,
+        normalization=dds.normalization, batch_size=batch_size, noise=dds.engine.noise,
         clamp=dds.engine.clamp,
     )
     shrink = 1 - 1e-6  # open ball: the claims hold for ‖Δ‖ < R

@@ -21,7 +21,7 @@ is taken.
 With the same seed, stream and samples the values (not the gradients) equal
 :class:`~captum_fvit.DDSAttention`'s — maps, top-k votes, class counts (run it with
 ``autocast=False``; ``tests/test_one_engine.py`` pins this) — and neither depends on
-``chunk_size``.
+``batch_size``.
 
 All images here are in **[0, 1] pixel units**; σ too.
 """
@@ -47,7 +47,8 @@ from ..noise import ESTIMATION_STREAM
 from ..smoothing import Chunk, SmoothingEngine
 from ..space import Normalization, resolve_normalization
 from ..stats import ClassCounts, MapStatistics, normalize_maps
-from ..validation import check_count, check_image_batch, check_k, check_seed
+from ..validation import check_count, check_image_batch, check_k, check_seed, renamed_argument
+from .labels import deprecated_alias
 
 __all__ = ["DifferentiableDDS", "SmoothedEstimate", "differentiable_denoiser"]
 
@@ -198,9 +199,10 @@ class DifferentiableDDS:
         Noise std in **[0, 1] pixel units**.
     normalization : Normalization, optional
         The model's input normalisation (default :func:`~captum_fvit.space.resolve_normalization`).
-    chunk_size : int, default 32
+    batch_size : int, default 32
         Images per chunk through denoiser and ViT; peak memory is that of one chunk's
-        forward and backward, whatever the number of samples.
+        forward and backward, whatever the number of samples (``chunk_size``: deprecated
+        name).
     noise : {"gaussian", "laplace", "uniform"}, default "gaussian"
         Noise distribution (std σ).
     clamp : bool, default False
@@ -225,12 +227,15 @@ class DifferentiableDDS:
         sigma: float = 0.25,
         *,
         normalization: Normalization | None = None,
-        chunk_size: int = 32,
+        batch_size: int = 32,
         noise: str = "gaussian",
         clamp: bool = False,
         n_select: int = 32,
         adapter: AttentionAdapter | None = None,
+        chunk_size: int | None = None,
     ) -> None:
+        batch_size = renamed_argument(batch_size, chunk_size, "batch_size", "chunk_size", 32,
+                                      "DifferentiableDDS")  # fmt: skip
         if isinstance(methods, (str, TokenMapMethod)):
             methods = [methods]
         built = [make_method(m) for m in methods]
@@ -240,12 +245,12 @@ class DifferentiableDDS:
         if len(set(names)) != len(names):
             raise ValueError(f"each method may appear once, got {names}")
         self.model = model
-        self.chunk_size = check_count(chunk_size, "chunk_size")
+        self.batch_size = check_count(batch_size, "batch_size")
         self.engine = SmoothingEngine(
             differentiable_denoiser(denoiser),
             sigma,
             normalization or resolve_normalization(model),
-            batch_size=self.chunk_size,
+            batch_size=self.batch_size,
             noise=noise,
             clamp=bool(clamp),
             autocast=False,
@@ -271,6 +276,11 @@ class DifferentiableDDS:
         self._grad_methods = [n for n, m in self.methods.items() if m.needs_gradients]
         self._recorded = sorted(set().union(*self._layers.values()))
         self._grad_layers = sorted(set().union(*(self._layers[m] for m in self._grad_methods)))
+
+    @property
+    def chunk_size(self) -> int:
+        """Deprecated name of :attr:`batch_size`."""
+        return deprecated_alias(self.batch_size, "DifferentiableDDS.chunk_size", "batch_size")
 
     @property
     def class_specific(self) -> bool:

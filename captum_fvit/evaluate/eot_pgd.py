@@ -9,7 +9,7 @@ ViT, chunked). :func:`~captum_fvit.evaluate.attacks.eot_pgd_attack` and
 differ only in their noise streams and in how the default labels are read.
 
 Step ``s`` uses noise samples ``s·m … (s+1)·m − 1`` of its attack stream (``m = n_eot``),
-the default labels the samples ``0 … m − 1`` of its label stream, the random start stream
+the default target the samples ``0 … m − 1`` of its label stream, the random start stream
 :data:`~captum_fvit.noise.ATTACK_START_STREAM`: never the streams DDS explains and certifies
 with, so the attack does not overfit the evaluation's noise. Pixels and ε are in **[0, 1]
 pixel units**.
@@ -60,7 +60,7 @@ def _num_classes(dds: DifferentiableDDS, pixels: torch.Tensor) -> int:
 def eot_pgd(
     dds: DifferentiableDDS,
     pixels: torch.Tensor,
-    labels: LabelType,
+    target: LabelType,
     eps: float,
     n_eot: int,
     *,
@@ -80,13 +80,14 @@ def eot_pgd(
         The defence under attack (model, denoiser, σ, noise kind, chunking).
     pixels : Tensor
         ``N×C×H×W`` clean images in [0, 1].
-    labels : Tensor, sequence of int or None
-        Classes whose smoothed probability is lowered; ``None``: the smoothed classifier's
-        label on ``n_eot`` samples of ``streams.label``, read by ``label_rule``.
+    target : Tensor, sequence of int or None
+        Classes whose smoothed probability is lowered (the attacks' ``target``); ``None``: the
+        smoothed classifier's label on ``n_eot`` samples of ``streams.label``, read by
+        ``label_rule``.
     eps : float
         Radius in **[0, 1] pixel units** (0 returns a copy of ``pixels``).
     n_eot : int
-        Fresh noise samples per step.
+        Noise samples per step (fresh at every step).
     norm : {"linf", "l2"}
         Threat model: ``α·sign(g)`` or ``α·g/‖g‖₂`` steps.
     steps : int
@@ -119,8 +120,8 @@ def eot_pgd(
         estimate = dds.estimate(pixels, n_eot, seed, stream=streams.label)
         return estimate.predicted if label_rule == "vote" else estimate.mean_softmax.argmax(1)
 
-    target = resolve_labels(labels, pixels.shape[0], pixels.device, smoothed_label)
-    weights = -F.one_hot(target, _num_classes(dds, pixels)).to(pixels.dtype)
+    classes = resolve_labels(target, pixels.shape[0], pixels.device, smoothed_label)
+    weights = -F.one_hot(classes, _num_classes(dds, pixels)).to(pixels.dtype)
 
     def gradient(x: torch.Tensor, step: int) -> torch.Tensor:
         return dds.gradient(

@@ -43,6 +43,7 @@ from ..space import Normalization, resolve_normalization
 from ..validation import check_eps, check_image_batch, check_k, check_seed, check_steps
 from ._checks import as_map_batch
 from ._pixels import clean_pixels, resolve_step, seeded_start
+from .labels import deprecated_alias
 from .metrics import topk_indices, topk_mass, topk_overlap
 from .surrogate import surrogate_like
 from .topk_ascent import Probe, label_preserving_ascent
@@ -60,10 +61,11 @@ class ExplanationAttackResult:
     ----------
     adversarial : Tensor
         ``N×C×H×W`` attacked inputs in the model's normalisation.
-    labels : Tensor
-        ``N`` predicted labels of the clean inputs (kept by the attack).
+    target : Tensor
+        ``N`` predicted labels of the clean inputs (kept by the attack; ``labels``: deprecated
+        alias).
     label_kept : Tensor
-        ``N`` bool: the model still predicts ``labels`` on ``adversarial``.
+        ``N`` bool: the model still predicts ``target`` on ``adversarial``.
     topk_index : Tensor
         ``N×k`` the target set ``T_k`` (top-k tokens of ``map_fn`` on the clean inputs).
     clean_map, adversarial_map : Tensor
@@ -80,7 +82,7 @@ class ExplanationAttackResult:
     """
 
     adversarial: torch.Tensor
-    labels: torch.Tensor
+    target: torch.Tensor
     label_kept: torch.Tensor
     topk_index: torch.Tensor
     clean_map: torch.Tensor
@@ -90,6 +92,11 @@ class ExplanationAttackResult:
     surrogate_mass_adversarial: torch.Tensor
     accepted_steps: torch.Tensor
     surrogate: str
+
+    @property
+    def labels(self) -> torch.Tensor:
+        """Deprecated name of :attr:`target`."""
+        return deprecated_alias(self.target, "ExplanationAttackResult.labels", "target")
 
 
 def topk_explanation_attack(
@@ -160,12 +167,12 @@ def topk_explanation_attack(
     clean_map = explain(images)
     k = check_k(k, clean_map.shape[1], what="patch tokens")  # k = P: overlap 1 whatever
     index = topk_indices(clean_map, k)
-    labels = _predict(model, normalization, pixels)
+    target = _predict(model, normalization, pixels)
     objective = _surrogate_objective(surrogate_map_fn, normalization, index, clean_map.shape)
 
     def evaluate(x: torch.Tensor, _step: int) -> Probe:
         value, grad = objective(x)
-        return Probe(value, grad, _predict(model, normalization, x) == labels)
+        return Probe(value, grad, _predict(model, normalization, x) == target)
 
     clean = evaluate(pixels, 0)
     start = seeded_start(pixels, eps, "linf", seed) if random_start and eps > 0 else None
@@ -175,10 +182,10 @@ def topk_explanation_attack(
     adversarial = normalization.from_pixels(ascent.pixels).to(images.dtype).detach()
     adversarial_map = explain(adversarial)
     with torch.no_grad():
-        label_kept = logits_of(model(adversarial)).argmax(dim=1) == labels
+        label_kept = logits_of(model(adversarial)).argmax(dim=1) == target
     return ExplanationAttackResult(
         adversarial=adversarial,
-        labels=labels,
+        target=target,
         label_kept=label_kept,
         topk_index=index,
         clean_map=clean_map,

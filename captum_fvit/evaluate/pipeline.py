@@ -209,7 +209,7 @@ class Pipeline:
         a bound ``token_map``, so attacks can read the method from it."""
         return AttentionMap(self.model, method).token_map
 
-    def _attack(self, unit: Unit, pixels, labels, seed, method=None) -> torch.Tensor:
+    def _attack(self, unit: Unit, pixels, target, seed, method=None) -> torch.Tensor:
         if unit.attack == "none":
             return pixels
         c = self.config
@@ -217,10 +217,10 @@ class Pipeline:
             model=self.model, normalization=self.normalization, denoiser=self.denoiser,
             sigma=c.sigma, k=c.k, n_eot=c.n_eot, method=method,
             map_fn=None if method is None else self._map_fn(method),
-            chunk_size=max(c.batch_size * 4, 16), n_clean=c.n_samples,
+            batch_size=max(c.batch_size * 4, 16), n_clean=c.n_samples,
         )  # fmt: skip
         return self.attacks[unit.attack].fn(
-            context, pixels, labels, unit.eps, norm=c.norm, steps=c.steps_of(unit.attack), seed=seed
+            context, pixels, target, unit.eps, norm=c.norm, steps=c.steps_of(unit.attack), seed=seed
         )
 
     def prepare(self, batch: Batch) -> BatchState:
