@@ -4,7 +4,7 @@ Both attacks follow the gradient of the *smoothed* quantity itself — noise →
 → explanation method — estimated with ``n_eot`` fresh noise samples per step (expectation
 over transformation, Athalye et al. 2018) by :class:`~captum_fvit.evaluate.differentiable.
 DifferentiableDDS`; nothing is transferred from the plain model (compare the *transfer*
-attacks :func:`~captum_fvit.evaluate.attacks.pgd_attack` and
+attacks :func:`~captum_fvit.evaluate.prediction_attacks.pgd_attack` and
 :func:`~captum_fvit.evaluate.explanation_attack.topk_explanation_attack`, which differentiate
 the plain ViT only).
 

@@ -4,7 +4,7 @@ SmoothAdv (Salman et al. 2019) with expectation over transformation (Athalye et 
 each step ascends the cross-entropy ``−log p̄_y(x')`` of the softmax averaged over ``n_eot``
 fresh noise + denoise samples, its gradient estimated by
 :meth:`~captum_fvit.evaluate.differentiable.DifferentiableDDS.gradient` (noise → denoiser →
-ViT, chunked). :func:`~captum_fvit.evaluate.attacks.eot_pgd_attack` and
+ViT, chunked). :func:`~captum_fvit.evaluate.prediction_attacks.eot_pgd_attack` and
 :func:`~captum_fvit.evaluate.adaptive.smooth_pgd` are entry points of this one attack; they
 differ only in their noise streams and in how the default labels are read.
 
@@ -46,7 +46,7 @@ class EOTStreams:
     label: int
 
 
-#: Streams of :func:`~captum_fvit.evaluate.attacks.eot_pgd_attack`.
+#: Streams of :func:`~captum_fvit.evaluate.prediction_attacks.eot_pgd_attack`.
 EOT_STREAMS = EOTStreams(EOT_STREAM, EOT_LABEL_STREAM)
 #: Streams of :func:`~captum_fvit.evaluate.adaptive.smooth_pgd` (the adaptive attacks).
 ADAPTIVE_STREAMS = EOTStreams(ADAPTIVE_STREAM, ADAPTIVE_LABEL_STREAM)
