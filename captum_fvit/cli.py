@@ -1,7 +1,7 @@
 """Command line: ``captum-fvit demo | evaluate | train-default`` — the package's only argparse.
 
-``evaluate`` runs the one evaluation runner (:mod:`captum_fvit.evaluate.runner`); ``--preset
-NAME`` runs a preset of it (:mod:`captum_fvit.evaluate.presets`) on the user's model, denoiser
+``evaluate`` runs the one evaluation runner (:mod:`captum_fvit.evaluate.experiment.runner`); ``--preset
+NAME`` runs a preset of it (:mod:`captum_fvit.evaluate.experiment.presets`) on the user's model, denoiser
 and data, and adds the preset's table. Both shard images over ``torchrun`` ranks.
 """
 
@@ -92,8 +92,8 @@ def _add_train_arguments(train: argparse.ArgumentParser) -> None:
 
 
 def _add_evaluate_arguments(ev: argparse.ArgumentParser) -> None:
-    from .evaluate.presets import PRESETS
-    from .evaluate.variants import VARIANTS
+    from .evaluate.experiment.presets import PRESETS
+    from .evaluate.experiment.variants import VARIANTS
 
     ev.add_argument("--data", default="shapes", help="'shapes', a folder with images/ (and masks/), or gtsegs_ijcv.mat")
     ev.add_argument("--labels", default=None, help="image folders with class subfolders: a JSON file (folder name → class id) or text file (one folder name per class id), 'index' or 'none'")
@@ -240,7 +240,7 @@ def _resolve_inputs(args: argparse.Namespace, device: str, n_images: int | None,
     """Model, denoiser, dataset and their names for the report, from the options."""
     import warnings
 
-    from .evaluate.specs import resolve_dataset, resolve_denoiser, resolve_model, timm_data_config
+    from .cli_specs import resolve_dataset, resolve_denoiser, resolve_model, timm_data_config
 
     model = resolve_model(args.model, device, args.checkpoint)
     denoiser = resolve_denoiser(args.denoiser, device)
@@ -269,9 +269,9 @@ def _resolve_inputs(args: argparse.Namespace, device: str, n_images: int | None,
 def _evaluate(args: argparse.Namespace) -> int:
     """``captum-fvit evaluate [--preset NAME]``: one runner, sharded under torchrun."""
     from .demo import prepare_output_dir
-    from .evaluate import presets
-    from .evaluate.config import EvaluationConfig
-    from .evaluate.distributed import current_shard
+    from .evaluate.experiment import presets
+    from .evaluate.experiment.config import EvaluationConfig
+    from .evaluate.experiment.distributed import current_shard
 
     _check_evaluate_options(args)
     if args.table_only:
@@ -305,9 +305,9 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _run_evaluation(args: argparse.Namespace, model, dataset, n_images, inputs: dict):
     """The runner's result (and the preset's table, or ``None``)."""
-    from .evaluate import presets
-    from .evaluate.config import EvaluationConfig
-    from .evaluate.runner import evaluate
+    from .evaluate.experiment import presets
+    from .evaluate.experiment.config import EvaluationConfig
+    from .evaluate.experiment.runner import evaluate
 
     if args.preset is None:
         config = EvaluationConfig(**_config_values(args, only_given=False))
@@ -319,8 +319,8 @@ def _run_evaluation(args: argparse.Namespace, model, dataset, n_images, inputs: 
 
 
 def _print_summary(result, out, table: str | None) -> None:
-    from .evaluate.report import markdown_table
-    from .evaluate.runner import write_report
+    from .evaluate.report.html import markdown_table
+    from .evaluate.experiment.runner import write_report
 
     paths = write_report(result, out) if result is not None else {}
     if table is not None:

@@ -124,7 +124,7 @@ def run_demo(
         Replace entries of :data:`DEMO_CONFIG` (e.g. ``n_samples=4`` for a quick run).
     """
     from .data import SPLIT_SEEDS, ShapesBenchmark
-    from .evaluate.runner import EvaluationConfig, evaluate, write_report
+    from .evaluate.experiment.runner import EvaluationConfig, evaluate, write_report
     from .models import load_default
 
     start = time.perf_counter()

@@ -7,7 +7,7 @@ the per-token mean and variance that DDS streams (``DDSResult.mean``, ``DDSResul
 (by simulation), and :func:`choose_n_samples` returns the smallest ``n`` whose prediction
 reaches a target. Core maths, used by :meth:`DDSAttention.samples_for_stability
 <captum_fvit.DDSAttention.samples_for_stability>` and re-exported by
-:mod:`captum_fvit.evaluate.floor` (the Monte-Carlo floor).
+:mod:`captum_fvit.evaluate.metrics.floor` (the Monte-Carlo floor).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ __all__ = ["choose_n_samples", "predicted_seed_overlap"]
 
 def _topk_overlap(a: torch.Tensor, b: torch.Tensor, k: int) -> torch.Tensor:
     """``|T_k(a) ∩ T_k(b)| / k`` per row (ties to the lower index, as
-    :func:`captum_fvit.evaluate.metrics.topk_overlap`)."""
+    :func:`captum_fvit.evaluate.metrics.similarity.topk_overlap`)."""
 
     def member(maps: torch.Tensor) -> torch.Tensor:
         top = torch.sort(maps, dim=1, descending=True, stable=True).indices[:, :k]

@@ -29,8 +29,8 @@ from torch import nn
 
 from captum_fvit import DDSAttention, FaithfulRegion
 from captum_fvit.attention import AttentionAdapter, register_adapter
-from captum_fvit.evaluate.adaptive import adaptive_topk, smooth_pgd
-from captum_fvit.evaluate.differentiable import DifferentiableDDS
+from captum_fvit.evaluate.attacks.adaptive import adaptive_topk, smooth_pgd
+from captum_fvit.evaluate.attacks.differentiable import DifferentiableDDS
 from captum_fvit.explain.base import at_least_float32, graph_kept, keep_graph
 from captum_fvit.noise import draw_noise
 from captum_fvit.space import Normalization
@@ -299,7 +299,7 @@ def test_adaptive_attacks_beat_transfer_attacks_when_the_surrogate_is_wrong():
 # -- the one label-preserving ascent, by hand ----------------------------------------------
 def _linear_probe(calls):
     """D(x) = Σ x (gradient 1), label kept while the first pixel stays below 0.555."""
-    from captum_fvit.evaluate.topk_ascent import Probe
+    from captum_fvit.evaluate.attacks.topk_ascent import Probe
 
     def evaluate(x, step):
         calls.append(step)
@@ -309,7 +309,7 @@ def _linear_probe(calls):
 
 
 def test_label_preserving_ascent_rejects_and_halves_by_hand():
-    from captum_fvit.evaluate.topk_ascent import label_preserving_ascent
+    from captum_fvit.evaluate.attacks.topk_ascent import label_preserving_ascent
 
     x = torch.full((1, 1, 1, 4), 0.5, dtype=torch.float64)
     calls = []
@@ -326,7 +326,7 @@ def test_label_preserving_ascent_rejects_and_halves_by_hand():
 
 
 def test_label_preserving_ascent_start_falls_back_to_the_clean_image():
-    from captum_fvit.evaluate.topk_ascent import label_preserving_ascent
+    from captum_fvit.evaluate.attacks.topk_ascent import label_preserving_ascent
 
     x = torch.full((2, 1, 1, 4), 0.5, dtype=torch.float64)
     start = torch.tensor([0.09, 0.01], dtype=torch.float64).view(2, 1, 1, 1).expand_as(x)
@@ -347,14 +347,14 @@ def test_label_preserving_ascent_start_falls_back_to_the_clean_image():
 
 def _decreasing(z):
     """D(x) = −Σ x with an ascent direction that raises x (a bad gradient): every step lowers D."""
-    from captum_fvit.evaluate.topk_ascent import Probe
+    from captum_fvit.evaluate.attacks.topk_ascent import Probe
 
     return Probe(-z.flatten(1).sum(1), torch.ones_like(z), torch.ones(z.shape[0], dtype=torch.bool))
 
 
 # -- certificates checked by attack ----------------------------------------------------------
 def test_certificate_check_finds_no_violation_and_has_teeth():
-    from captum_fvit.evaluate.certificate_check import check_certificates
+    from captum_fvit.evaluate.attacks.certificate_check import check_certificates
 
     model = make_toy()
     x = toy_image(model, 1.0, 1.0)
@@ -378,7 +378,7 @@ def test_certificate_check_finds_no_violation_and_has_teeth():
 def test_certificate_check_chunk_size_is_the_deprecated_name_of_batch_size():
     """``check_certificates(chunk_size=)`` warns at the caller and gives the same report as
     ``batch_size=``; both names at once is a TypeError."""
-    from captum_fvit.evaluate.certificate_check import check_certificates
+    from captum_fvit.evaluate.attacks.certificate_check import check_certificates
 
     model = make_toy()
     x = toy_image(model, 1.0, 1.0)
@@ -398,7 +398,7 @@ def test_certificate_check_chunk_size_is_the_deprecated_name_of_batch_size():
 
 # -- Monte-Carlo floor and the choice of n -----------------------------------------------------
 def test_choose_n_samples_reaches_the_target_on_an_independent_simulation():
-    from captum_fvit.evaluate.floor import choose_n_samples, predicted_seed_overlap
+    from captum_fvit.evaluate.metrics.floor import choose_n_samples, predicted_seed_overlap
 
     g = torch.tensor([[0.2, 0.17, 0.15, 0.12, 0.1, 0.09, 0.07, 0.05, 0.03, 0.02]], dtype=torch.float64)
     k, target = 3, 0.9
@@ -429,7 +429,7 @@ def test_choose_n_samples_reaches_the_target_on_an_independent_simulation():
 
 
 def test_seed_overlap_of_dds_runs_is_the_floor():
-    from captum_fvit.evaluate.floor import seed_overlap
+    from captum_fvit.evaluate.metrics.floor import seed_overlap
 
     model = make_timm_vit(depth=2)
     x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
@@ -447,7 +447,7 @@ def test_smoothgrad_baseline_is_captum_noise_tunnel_in_pixel_sigma():
     from captum.attr import NoiseTunnel
 
     from captum_fvit import AttentionMap
-    from captum_fvit.evaluate.baselines import SmoothGradAttention, noise_tunnel_stdev
+    from captum_fvit.evaluate.experiment.baselines import SmoothGradAttention, noise_tunnel_stdev
 
     model = make_timm_vit(depth=2)  # mean = std = 0.5: pixel σ 0.1 is 0.2 in model units
     assert noise_tunnel_stdev(0.1, Normalization((0.5,) * 3, (0.5,) * 3)) == pytest.approx(0.2)

@@ -197,7 +197,7 @@ def test_evaluate_custom_denoiser_factory_progress_in_images_and_checkpoint(in_f
         for p in model.parameters():
             p.mul_(0.5)
     torch.save(model.state_dict(), in_factory_dir / "weights.pt")
-    from captum_fvit.evaluate.specs import resolve_model
+    from captum_fvit.cli_specs import resolve_model
 
     loaded = resolve_model("cli_factories:make", checkpoint=str(in_factory_dir / "weights.pt"))
     for (name, a), b in zip(model.state_dict().items(), loaded.state_dict().values(), strict=True):
@@ -226,7 +226,7 @@ def _no_network(monkeypatch):
 def test_timm_model_offline_fails_in_seconds(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     _no_network(monkeypatch)
-    from captum_fvit.evaluate import specs
+    from captum_fvit import cli_specs as specs
 
     monkeypatch.setattr(specs, "_cached_weights", lambda hub_id: None, raising=False)
     start = time.perf_counter()
@@ -264,8 +264,8 @@ def test_paper_preset_refuses_options_it_would_ignore(tmp_path, capsys):
 
 
 def test_paper_preset_forwards_its_options(tmp_path, capsys, monkeypatch):
-    import captum_fvit.evaluate.presets as presets
-    import captum_fvit.evaluate.runner as runner
+    import captum_fvit.evaluate.experiment.presets as presets
+    import captum_fvit.evaluate.experiment.runner as runner
 
     seen = {}
 
@@ -338,7 +338,7 @@ def test_paper_preset_small_run_streams_rows_resumes_and_writes_the_table(tmp_pa
     from captum_fvit import AttentionMap, DDSAttention
     from captum_fvit.data import ShapesBenchmark
     from captum_fvit.evaluate import pgd_attack, run_paper_preset
-    from captum_fvit.evaluate.presets import ATTACK_NAMES
+    from captum_fvit.evaluate.experiment.presets import ATTACK_NAMES
     from captum_fvit.space import resolve_normalization
 
     model = make_timm_vit(depth=2, num_classes=6)
@@ -407,7 +407,7 @@ def test_timm_model_loads_cached_weights_without_network(tmp_path, monkeypatch):
     import timm
     from safetensors.torch import save_file
 
-    from captum_fvit.evaluate import specs
+    from captum_fvit import cli_specs as specs
 
     _no_network(monkeypatch)
     torch.manual_seed(3)

@@ -14,9 +14,9 @@ import pytest
 import torch
 
 from captum_fvit.cli import main
-from captum_fvit.evaluate.distributed import shard_batches
-from captum_fvit.evaluate.pipeline import KEY_FIELDS
-from captum_fvit.evaluate.rows import read_jsonl, read_rows
+from captum_fvit.evaluate.experiment.distributed import shard_batches
+from captum_fvit.evaluate.experiment.pipeline import KEY_FIELDS
+from captum_fvit.evaluate.experiment.rows import read_jsonl, read_rows
 
 FACTORY = textwrap.dedent(
     """

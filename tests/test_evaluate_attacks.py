@@ -129,7 +129,7 @@ def test_every_registered_attack_runs_with_the_one_signature(timm_vit, clean):
     """Each registry name that validates is callable with the registry's one signature and
     returns pixels within ε (the old registry held 'topk', which validated, then TypeError)."""
     from captum_fvit import AttentionMap
-    from captum_fvit.evaluate.attacks import ATTACKS, AttackContext
+    from captum_fvit.evaluate.attacks.registry import ATTACKS, AttackContext
 
     norm = resolve_normalization(timm_vit)
     pixels = norm.to_pixels(clean[:2]).clamp(0, 1)
@@ -148,7 +148,7 @@ def test_every_registered_attack_runs_with_the_one_signature(timm_vit, clean):
 
 
 def test_register_attack_refuses_a_wrong_signature():
-    from captum_fvit.evaluate.attacks import ATTACKS, register_attack
+    from captum_fvit.evaluate.attacks.registry import ATTACKS, register_attack
 
     def old_style(model, inputs, labels, eps, sigma):  # no norm/steps/seed keywords
         return inputs
@@ -413,7 +413,7 @@ def test_transfer_topk_attack_targets_gradient_methods(timm_vit, clean):
 def _reference_eot_pgd(model, x, labels, eps, sigma, n_eot, steps, seed, stream):
     """Plain-loop EOT-PGD (identity denoiser, ℓ∞): random start from ATTACK_START_STREAM,
     step s on noise samples s·m … (s+1)·m − 1 of ``stream``, loss −log of the mean softmax."""
-    from captum_fvit.evaluate._pixels import random_start
+    from captum_fvit.evaluate.attacks.pixels import random_start
     from captum_fvit.noise import ATTACK_START_STREAM, draw_noise, stream_generator
 
     norm = resolve_normalization(model)
@@ -472,7 +472,7 @@ def test_eot_pgd_default_labels_are_the_soft_smoothed_prediction(timm_vit, clean
 
 def test_registry_says_the_threat_and_runs_the_adaptive_attacks(timm_vit, clean):
     from captum_fvit.evaluate import smooth_pgd
-    from captum_fvit.evaluate.attacks import ATTACKS, THREATS, AttackContext, register_attack
+    from captum_fvit.evaluate.attacks.registry import ATTACKS, THREATS, AttackContext, register_attack
 
     threats = {name: spec.threat for name, spec in ATTACKS.items()}
     assert set(threats.values()) <= set(THREATS)
@@ -498,7 +498,8 @@ def test_registry_says_the_threat_and_runs_the_adaptive_attacks(timm_vit, clean)
 
 def test_old_api_names_stay_importable():
     from captum_fvit import noise
-    from captum_fvit.evaluate import adaptive, attacks
+    from captum_fvit.evaluate.attacks import adaptive
+    from captum_fvit.evaluate.attacks import registry as attacks
 
     assert (attacks.EOT_STREAM, attacks.EOT_LABEL_STREAM) == (noise.EOT_STREAM, noise.EOT_LABEL_STREAM)
     assert (adaptive.ADAPTIVE_STREAM, adaptive.ADAPTIVE_LABEL_STREAM) == (
@@ -575,7 +576,7 @@ def test_result_labels_fields_are_deprecated_aliases_of_target(timm_vit, clean):
 def test_an_attack_written_with_the_old_parameter_name_still_registers():
     """The registry passes ``(context, pixels, target, eps)`` positionally, so a user attack
     whose third parameter is still called ``labels`` registers and runs."""
-    from captum_fvit.evaluate.attacks import ATTACKS, register_attack
+    from captum_fvit.evaluate.attacks.registry import ATTACKS, register_attack
 
     def old_names(context, pixels, labels, eps, *, norm, steps, seed):
         return pixels + 0 * labels.sum()

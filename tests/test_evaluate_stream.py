@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from captum_fvit.evaluate.rows import RowWriter, mean_ci, read_jsonl, read_rows, shard_path
+from captum_fvit.evaluate.experiment.rows import RowWriter, mean_ci, read_jsonl, read_rows, shard_path
 
 KEY = ("image", "method")
 
@@ -81,7 +81,7 @@ import textwrap  # noqa: E402
 import torch  # noqa: E402
 
 from captum_fvit.evaluate import evaluate, write_report  # noqa: E402
-from captum_fvit.evaluate.pipeline import KEY_FIELDS  # noqa: E402
+from captum_fvit.evaluate.experiment.pipeline import KEY_FIELDS  # noqa: E402
 
 RUN_SCRIPT = textwrap.dedent(
     """
@@ -190,8 +190,8 @@ def test_outputs_record_config_versions_and_setup(run_module, tmp_path):
 def test_certify_report_when_one_method_certifies_nothing(tmp_path):
     """The old runner crashed in matplotlib ("x and y must have same first dimension") when
     one method abstained everywhere (grid of 1 point) and another certified something."""
-    from captum_fvit.evaluate.aggregate import aggregate_rows
-    from captum_fvit.evaluate.config import EvaluationConfig as Config
+    from captum_fvit.evaluate.experiment.aggregate import aggregate_rows
+    from captum_fvit.evaluate.experiment.config import EvaluationConfig as Config
 
     config = Config(methods=["raw", "rollout"], certify=True).to_dict()
     rows = [

@@ -18,10 +18,10 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from captum_fvit.evaluate import figures  # noqa: E402
-from captum_fvit.evaluate.aggregate import aggregate_rows, smoothed_accuracy_under_attack  # noqa: E402
-from captum_fvit.evaluate.config import EvaluationConfig  # noqa: E402
-from captum_fvit.evaluate.outputs import METRIC_NOTES, write_report  # noqa: E402
+from captum_fvit.evaluate.report import figures  # noqa: E402
+from captum_fvit.evaluate.experiment.aggregate import aggregate_rows, smoothed_accuracy_under_attack  # noqa: E402
+from captum_fvit.evaluate.experiment.config import EvaluationConfig  # noqa: E402
+from captum_fvit.evaluate.report.write import METRIC_NOTES, write_report  # noqa: E402
 
 EPS = [0.0, 4 / 255, 8 / 255]
 METHODS = ["raw", "rollout"]

@@ -1,5 +1,5 @@
 """Deprecated home of the paper preset: it is now a configuration of the one runner,
-:mod:`captum_fvit.evaluate.presets` (``captum-fvit evaluate --preset paper``)."""
+:mod:`captum_fvit.evaluate.experiment.presets` (``captum-fvit evaluate --preset paper``)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import sys
 import warnings
 from collections.abc import Sequence
 
-from .presets import ATTACK_NAMES, PaperResult, markdown_to_rst, run_paper_preset, write_paper_table
+from .experiment.presets import ATTACK_NAMES, PaperResult, markdown_to_rst, run_paper_preset, write_paper_table
 
 __all__ = ["ATTACK_NAMES", "PaperResult", "markdown_to_rst", "run_paper_preset", "write_paper_table"]
 

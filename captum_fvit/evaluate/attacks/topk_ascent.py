@@ -1,9 +1,9 @@
 """The one label-preserving ascent of the top-k explanation attacks (Ghorbani et al. 2019).
 
 Both top-k attacks — the transfer attack
-:func:`~captum_fvit.evaluate.explanation_attack.topk_explanation_attack` (gradients of a
+:func:`~captum_fvit.evaluate.attacks.explanation_attack.topk_explanation_attack` (gradients of a
 differentiable surrogate of the plain ViT) and the adaptive attack
-:func:`~captum_fvit.evaluate.adaptive.adaptive_topk` (EOT gradients of the DDS map) — ascend
+:func:`~captum_fvit.evaluate.attacks.adaptive.adaptive_topk` (EOT gradients of the DDS map) — ascend
 ``D(x') = −Σ_{i∈T_k} s_i(x')``, the (negated) mass of a map on the clean top-k tokens, with
 ℓ∞ signed or ℓ2 normalised steps projected on the ε-ball and the pixel box. A step after
 which an image's label changes is rejected for that image and its step size halved (so a
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ._pixels import ascent_step, project
+from .pixels import ascent_step, project
 
 __all__ = ["AscentResult", "Probe", "label_preserving_ascent"]
 

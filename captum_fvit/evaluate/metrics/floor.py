@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import torch
 
-from ..sample_size import choose_n_samples, predicted_seed_overlap
-from .metrics import topk_overlap
+from ...sample_size import choose_n_samples, predicted_seed_overlap
+from .similarity import topk_overlap
 
 __all__ = ["choose_n_samples", "predicted_seed_overlap", "seed_overlap"]
 
@@ -33,6 +33,6 @@ __all__ = ["choose_n_samples", "predicted_seed_overlap", "seed_overlap"]
 def seed_overlap(map_a: torch.Tensor, map_b: torch.Tensor, k: int) -> torch.Tensor:
     """``N`` top-k overlaps of two DDS runs (``N×P`` maps), e.g. two seeds on clean images.
 
-    Equal to :func:`~captum_fvit.evaluate.metrics.topk_overlap`; named for what it measures.
+    Equal to :func:`~captum_fvit.evaluate.metrics.similarity.topk_overlap`; named for what it measures.
     """
     return topk_overlap(map_a, map_b, k)

@@ -5,9 +5,9 @@ Every attack, transfer and adaptive, has one signature (:class:`Attack`,
 the pipeline under attack through one :class:`AttackContext`. Each :class:`AttackSpec` says
 its ``threat`` (``"transfer"``: gradients of the plain model or a surrogate; ``"adaptive"``:
 gradients through the defence), which every robustness figure reports. Registered here:
-``pgd`` and ``eot_pgd`` (:mod:`~captum_fvit.evaluate.prediction_attacks`), ``smooth_pgd``
-(:mod:`~captum_fvit.evaluate.adaptive`), ``topk`` (transfer,
-:mod:`~captum_fvit.evaluate.explanation_attack`) and ``adaptive_topk``.
+``pgd`` and ``eot_pgd`` (:mod:`~captum_fvit.evaluate.attacks.prediction`), ``smooth_pgd``
+(:mod:`~captum_fvit.evaluate.attacks.adaptive`), ``topk`` (transfer,
+:mod:`~captum_fvit.evaluate.attacks.explanation_attack`) and ``adaptive_topk``.
 
 Perturbations are bounded in **[0, 1] pixel units**; the attacked pixels stay in ``[0, 1]``.
 A new attack is one function with this signature and one :func:`register_attack` call.
@@ -23,15 +23,15 @@ from typing import Protocol
 import torch
 from torch import nn
 
-from ..noise import EOT_LABEL_STREAM, EOT_STREAM
-from ..space import Normalization
-from ..validation import NORMS, check_choice
-from ._pixels import resolve_step
+from ...noise import EOT_LABEL_STREAM, EOT_STREAM
+from ...space import Normalization
+from ...validation import NORMS, check_choice
+from .pixels import resolve_step
 from .adaptive import adaptive_topk
 from .differentiable import DifferentiableDDS
 from .eot_pgd import ADAPTIVE_STREAMS, EOT_STREAMS, eot_pgd
 from .explanation_attack import ExplanationAttackResult, topk_explanation_attack
-from .prediction_attacks import eot_pgd_attack, pgd_attack
+from .prediction import eot_pgd_attack, pgd_attack
 from .surrogate import AttentionSurrogate, explained_method, surrogate_like
 
 __all__ = [

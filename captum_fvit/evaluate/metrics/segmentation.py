@@ -22,8 +22,8 @@ from dataclasses import dataclass
 
 import torch
 
-from ..validation import check_choice
-from ._checks import as_map_batch, to_pixel_grid
+from ...validation import check_choice
+from .maps import as_map_batch, to_pixel_grid
 
 __all__ = [
     "AP_MODES",

@@ -7,7 +7,7 @@
 * :func:`eot_pgd_attack` — the adaptive attack on the *smoothed* classifier (Salman et al.
   2019, SmoothAdv): each step maximises the cross-entropy of the softmax averaged over
   ``n_eot`` noise + denoise samples (expectation over transformation), the one EOT-PGD of
-  :mod:`captum_fvit.evaluate.eot_pgd` (as :func:`~captum_fvit.evaluate.adaptive.smooth_pgd`).
+  :mod:`captum_fvit.evaluate.attacks.eot_pgd` (as :func:`~captum_fvit.evaluate.attacks.adaptive.smooth_pgd`).
 
 Inputs and outputs are in the model's normalisation; ``δ`` is bounded in **[0, 1] pixel
 units** and the attacked pixels stay in ``[0, 1]``. Gradients are taken with respect to ``δ``
@@ -23,10 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..explain.targets import logits_of
-from ..noise import random_seed
-from ..space import Normalization, resolve_normalization
-from ..validation import (
+from ...explain.targets import logits_of
+from ...noise import random_seed
+from ...space import Normalization, resolve_normalization
+from ...validation import (
     check_eps,
     check_image_batch,
     check_norm,
@@ -35,7 +35,7 @@ from ..validation import (
     check_steps,
     renamed_argument,
 )
-from ._pixels import clean_pixels, projected_ascent, resolve_step, seeded_start
+from .pixels import clean_pixels, projected_ascent, resolve_step, seeded_start
 from .differentiable import DifferentiableDDS
 from .eot_pgd import EOT_STREAMS, eot_pgd
 from .labels import LabelType, resolve_labels
@@ -156,7 +156,7 @@ def eot_pgd_attack(
         ``denoiser(x_noisy_pixels, sigma, generator)`` in [0, 1] pixel units. It must let
         gradients through: :class:`~captum_fvit.denoise.IdentityDenoiser` does; build a
         :class:`~captum_fvit.denoise.DiffusionDenoiser` with ``differentiable=True`` (this
-        entry point refuses one built without; :func:`~captum_fvit.evaluate.adaptive.
+        entry point refuses one built without; :func:`~captum_fvit.evaluate.attacks.adaptive.
         smooth_pgd` differentiates a twin of it instead).
     inputs : Tensor
         ``N×C×H×W`` images in the model's normalisation (pixels in [0, 1]).
@@ -187,9 +187,9 @@ def eot_pgd_attack(
 
     Notes
     -----
-    The same attack as :func:`~captum_fvit.evaluate.adaptive.smooth_pgd`
-    (:func:`~captum_fvit.evaluate.eot_pgd.eot_pgd` on a
-    :class:`~captum_fvit.evaluate.differentiable.DifferentiableDDS`), with the noise streams
+    The same attack as :func:`~captum_fvit.evaluate.attacks.adaptive.smooth_pgd`
+    (:func:`~captum_fvit.evaluate.attacks.eot_pgd.eot_pgd` on a
+    :class:`~captum_fvit.evaluate.attacks.differentiable.DifferentiableDDS`), with the noise streams
     :data:`~captum_fvit.noise.EOT_STREAM` / :data:`~captum_fvit.noise.EOT_LABEL_STREAM` and
     soft default labels.
     """

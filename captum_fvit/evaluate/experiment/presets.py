@@ -14,7 +14,7 @@ attack             what is differentiated                                       
 =================  ==============================================================  =========
 
 the clean and attacked images are explained by every method under every variant of
-:data:`~captum_fvit.evaluate.variants.VARIANTS` (vanilla, SmoothGrad, identity smoothing,
+:data:`~captum_fvit.evaluate.experiment.variants.VARIANTS` (vanilla, SmoothGrad, identity smoothing,
 DDS — all at one σ; the DDS rows come from :class:`~captum_fvit.DDSAttention` itself), with the
 Monte-Carlo floor (a second clean run with an independent seed). The rows are the runner's
 (``results.jsonl``: streamed, resumable unit by unit, sharded under ``torchrun``) and so is
@@ -33,7 +33,7 @@ from typing import Any
 
 from torch import nn
 
-from ..space import Normalization
+from ...space import Normalization
 from .aggregate import EvaluationResult
 from .config import CLEAN, EvaluationConfig
 from .pipeline import KEY_FIELDS
@@ -122,14 +122,14 @@ def _default_model_and_data(model, denoiser, normalization, dataset, n_images):
     """The bundled ViT and denoiser, and the shapes test split at the model's size."""
     image_size = 64
     if model is None:
-        from ..models import load_default
+        from ...models import load_default
 
         bundle = load_default()
         model, denoiser = bundle.model, bundle.denoiser
         normalization = normalization or bundle.normalization
         image_size = bundle.image_size
     if dataset is None:
-        from ..data import ShapesBenchmark
+        from ...data import ShapesBenchmark
 
         dataset = ShapesBenchmark.from_split("test", n_images, image_size=image_size)
     if len(dataset) < n_images:

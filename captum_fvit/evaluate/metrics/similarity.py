@@ -20,8 +20,8 @@ import math
 
 import torch
 
-from ..validation import check_k, check_same_shape
-from ._checks import as_map_batch, flatten_maps
+from ...validation import check_k, check_same_shape
+from .maps import as_map_batch, flatten_maps
 
 __all__ = [
     "average_ranks",

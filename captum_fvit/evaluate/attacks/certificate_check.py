@@ -1,12 +1,12 @@
 """Certificates checked by attack: try to break every certified statement, adaptively.
 
 For each certified image, :func:`check_certificates` runs the adaptive attacks of
-:mod:`captum_fvit.evaluate.adaptive` *restricted to the ℓ2 ball the certificate covers*:
+:mod:`captum_fvit.evaluate.attacks.adaptive` *restricted to the ℓ2 ball the certificate covers*:
 
 * the top-k attack on the DDS map (through the denoiser, EOT, not label-constrained) within
   ``R_β``; the certificate claims that every token ``i`` with ``r_in,i > ‖Δ‖`` stays in the
   smoothed top-k at ``x + Δ`` (hence the top-k overlap ≥ β);
-* :func:`~captum_fvit.evaluate.adaptive.smooth_pgd` within ``R_pred``; the certificate (Cohen
+* :func:`~captum_fvit.evaluate.attacks.adaptive.smooth_pgd` within ``R_pred``; the certificate (Cohen
   et al.) claims ``P(f(D(x + Δ + δ)) = label) > 1/2``.
 
 A claim is reported **violated** only when fresh samples at the attacked point establish it
@@ -34,9 +34,9 @@ from dataclasses import asdict, dataclass
 import torch
 from scipy.stats import beta as beta_dist
 
-from .. import certify as cert
-from ..attr.region import FaithfulRegion
-from ..validation import check_alpha, check_count, check_image_batch, check_positive, check_seed, renamed_argument
+from ... import certify as cert
+from ...attr.region import FaithfulRegion
+from ...validation import check_alpha, check_count, check_image_batch, check_positive, check_seed, renamed_argument
 from .adaptive import adaptive_topk, smooth_pgd
 from .differentiable import DifferentiableDDS
 

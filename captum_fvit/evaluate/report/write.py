@@ -9,10 +9,10 @@ from pathlib import Path
 
 import torch
 
-from ..attention import TokenLayout
-from ..space import tokens_to_pixels
-from .aggregate import EvaluationResult
-from .variants import VARIANTS
+from ...attention import TokenLayout
+from ...space import tokens_to_pixels
+from ..experiment.aggregate import EvaluationResult
+from ..experiment.variants import VARIANTS
 
 __all__ = ["METRIC_NOTES", "write_csv", "write_report", "setup_items"]
 
@@ -171,7 +171,7 @@ def write_report(
     colour bars and legends outside the axes, certified curves and regions, and a
     drill-down per image.
     """
-    from .report import Report
+    from .html import Report
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -3,9 +3,9 @@
 SmoothAdv (Salman et al. 2019) with expectation over transformation (Athalye et al. 2018):
 each step ascends the cross-entropy ``−log p̄_y(x')`` of the softmax averaged over ``n_eot``
 fresh noise + denoise samples, its gradient estimated by
-:meth:`~captum_fvit.evaluate.differentiable.DifferentiableDDS.gradient` (noise → denoiser →
-ViT, chunked). :func:`~captum_fvit.evaluate.prediction_attacks.eot_pgd_attack` and
-:func:`~captum_fvit.evaluate.adaptive.smooth_pgd` are entry points of this one attack; they
+:meth:`~captum_fvit.evaluate.attacks.differentiable.DifferentiableDDS.gradient` (noise → denoiser →
+ViT, chunked). :func:`~captum_fvit.evaluate.attacks.prediction.eot_pgd_attack` and
+:func:`~captum_fvit.evaluate.attacks.adaptive.smooth_pgd` are entry points of this one attack; they
 differ only in their noise streams and in how the default labels are read.
 
 Step ``s`` uses noise samples ``s·m … (s+1)·m − 1`` of its attack stream (``m = n_eot``),
@@ -22,10 +22,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from ..explain.targets import logits_of
-from ..noise import ADAPTIVE_LABEL_STREAM, ADAPTIVE_STREAM, EOT_LABEL_STREAM, EOT_STREAM
-from ..validation import check_choice
-from ._pixels import projected_ascent, seeded_start
+from ...explain.targets import logits_of
+from ...noise import ADAPTIVE_LABEL_STREAM, ADAPTIVE_STREAM, EOT_LABEL_STREAM, EOT_STREAM
+from ...validation import check_choice
+from .pixels import projected_ascent, seeded_start
 from .differentiable import DifferentiableDDS
 from .labels import LabelType, resolve_labels
 
@@ -46,9 +46,9 @@ class EOTStreams:
     label: int
 
 
-#: Streams of :func:`~captum_fvit.evaluate.prediction_attacks.eot_pgd_attack`.
+#: Streams of :func:`~captum_fvit.evaluate.attacks.prediction.eot_pgd_attack`.
 EOT_STREAMS = EOTStreams(EOT_STREAM, EOT_LABEL_STREAM)
-#: Streams of :func:`~captum_fvit.evaluate.adaptive.smooth_pgd` (the adaptive attacks).
+#: Streams of :func:`~captum_fvit.evaluate.attacks.adaptive.smooth_pgd` (the adaptive attacks).
 ADAPTIVE_STREAMS = EOTStreams(ADAPTIVE_STREAM, ADAPTIVE_LABEL_STREAM)
 
 

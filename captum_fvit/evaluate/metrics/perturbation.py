@@ -23,10 +23,10 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..explain.targets import logits_of
-from ..space import Normalization, resolve_normalization
-from ..validation import check_choice, check_count, check_image_batch
-from ._checks import as_map_batch, to_pixel_grid
+from ...explain.targets import logits_of
+from ...space import Normalization, resolve_normalization
+from ...validation import check_choice, check_count, check_image_batch
+from .maps import as_map_batch, to_pixel_grid
 
 __all__ = ["PERTURBATION_MODES", "DEFAULT_FRACTIONS", "PerturbationResult", "perturbation_test"]
 

@@ -22,9 +22,9 @@ import torch
 from captum.metrics import infidelity, sensitivity_max
 from torch import nn
 
-from ..explain.targets import TargetType, logits_of, resolve_target
-from ..space import Normalization, resolve_normalization
-from ..validation import check_image_batch, check_positive
+from ...explain.targets import TargetType, logits_of, resolve_target
+from ...space import Normalization, resolve_normalization
+from ...validation import check_image_batch, check_positive
 
 __all__ = [
     "FORWARD_OUTPUTS",

@@ -67,7 +67,7 @@ def import_factory(spec: str, option: str) -> Any:
 
 def check_vit(model: nn.Module, spec: str) -> None:
     """Refuse a model whose attention captum-fvit cannot record (a CNN, an MLP, ...)."""
-    from ..attention import find_adapter
+    from .attention import find_adapter
 
     try:
         find_adapter(model)
@@ -157,7 +157,7 @@ def resolve_model(spec: str, device: str = "cpu", checkpoint: str | None = None)
     ``checkpoint`` loads local weights (``.safetensors`` or a state dict) into the model.
     """
     if spec == "default":
-        from ..models import load_default
+        from .models import load_default
 
         model = load_default(device=device).model
         if checkpoint is not None:
@@ -193,10 +193,10 @@ def resolve_denoiser(spec: str, device: str = "cpu") -> Callable | None:
     if spec == "identity":
         return None
     if spec == "default":
-        from ..models import load_default
+        from .models import load_default
 
         return load_default(device=device).denoiser
-    from ..denoise import DiffusionDenoiser, load_guided_diffusion
+    from .denoise import DiffusionDenoiser, load_guided_diffusion
 
     if spec.startswith("adm:"):
         path = Path(spec[4:])
@@ -259,18 +259,18 @@ def resolve_dataset(
     ``labels`` (image folders only): a JSON/text mapping file, ``"index"`` or ``"none"``.
     """
     if spec == "shapes":
-        from ..data import SPLIT_SEEDS, ShapesBenchmark
+        from .data import SPLIT_SEEDS, ShapesBenchmark
 
         return ShapesBenchmark(n_images or 64, image_size=image_size, seed=SPLIT_SEEDS["test"])
     path = Path(spec)
     if path.suffix == ".mat":
-        from ..data import ImageNetSegmentation
+        from .data import ImageNetSegmentation
 
         if not path.is_file():
             raise SpecError(f"--data {spec!r} does not exist")
         return ImageNetSegmentation(path, image_size=image_size)
     if path.is_dir():
-        from ..data.folder import ImageFolderWithMasks, load_label_map
+        from .data.folder import ImageFolderWithMasks, load_label_map
 
         has_classes = (path / "images").is_dir() and any(
             p.is_dir() for p in (path / "images").iterdir()

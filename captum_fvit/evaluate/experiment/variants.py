@@ -3,7 +3,7 @@
 * ``"vanilla"`` — the plain attention map (:class:`~captum_fvit.AttentionMap`); its classifier
   is the plain ViT.
 * ``"smoothgrad"`` — Captum's NoiseTunnel around the same map
-  (:class:`~captum_fvit.evaluate.baselines.SmoothGradAttention`): noise, no denoiser; smooths
+  (:class:`~captum_fvit.evaluate.experiment.baselines.SmoothGradAttention`): noise, no denoiser; smooths
   the map only.
 * ``"identity"`` — randomized smoothing without denoising: :class:`~captum_fvit.DDSAttention`
   with the identity denoiser; map and classifier smoothed.
@@ -23,8 +23,8 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from ..attr import AttentionMap, DDSAttention
-from ..space import Normalization
+from ...attr import AttentionMap, DDSAttention
+from ...space import Normalization
 
 __all__ = ["VARIANTS", "Explainer", "VariantSpec", "build_explainer", "register_variant"]
 

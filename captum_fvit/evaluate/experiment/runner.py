@@ -1,21 +1,21 @@
 """The evaluation runner: attacks × methods × variants over a dataset, streamed to disk.
 
 For every batch of images (pixels in [0, 1], optional masks), every attack of the config
-(transfer and adaptive, from :data:`~captum_fvit.evaluate.attacks.ATTACKS`) and every ε of
+(transfer and adaptive, from :data:`~captum_fvit.evaluate.attacks.registry.ATTACKS`) and every ε of
 the sweep, the runner attacks (the paper's protocol: PGD on the plain ViT's prediction, ε in
 [0, 1] pixel units) and explains clean and attacked images with each method under each
-variant of :data:`~captum_fvit.evaluate.variants.VARIANTS` (plain ``AttentionMap``,
+variant of :data:`~captum_fvit.evaluate.experiment.variants.VARIANTS` (plain ``AttentionMap``,
 SmoothGrad, identity smoothing, ``DDSAttention``; smoothed variants use the same seed for
 clean and attacked images so the comparison measures the explanation, not Monte-Carlo
 noise); optionally it certifies faithful regions. Presets
-(:mod:`~captum_fvit.evaluate.presets`) are configurations of this one runner.
+(:mod:`~captum_fvit.evaluate.experiment.presets`) are configurations of this one runner.
 
-The unit of truth is the per-image row (:mod:`~captum_fvit.evaluate.pipeline`), streamed to
+The unit of truth is the per-image row (:mod:`~captum_fvit.evaluate.experiment.pipeline`), streamed to
 ``results.jsonl`` in ``out_dir`` with one flushed, fsync-ed write per unit (a batch's clean
 images, or one attack at one ε). ``resume=True`` continues an interrupted run (finished
 units are skipped; the rows are identical to an uninterrupted run's). Under ``torch.distributed`` each rank evaluates its share of the
-batches (:mod:`~captum_fvit.evaluate.distributed`) into ``results.rank{r}.jsonl``; after a
-barrier the shards are merged. Aggregates (:mod:`~captum_fvit.evaluate.aggregate`) are
+batches (:mod:`~captum_fvit.evaluate.experiment.distributed`) into ``results.rank{r}.jsonl``; after a
+barrier the shards are merged. Aggregates (:mod:`~captum_fvit.evaluate.experiment.aggregate`) are
 computed from the rows; :func:`write_report` writes ``results.json``, ``results.csv``,
 ``summary.md`` and ``report.html``.
 """
@@ -33,12 +33,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..space import Normalization, resolve_normalization
-from ..validation import check_count
+from ...space import Normalization, resolve_normalization
+from ...validation import check_count
 from .aggregate import EvaluationResult, aggregate_rows
 from .config import VARIANTS, EvaluationConfig
 from .distributed import Shard, current_shard, shard_batches
-from .outputs import write_report
+from ..report.write import write_report
 from .pipeline import KEY_FIELDS, Pipeline, load_batch
 from .provenance import describe, versions
 from .rows import RowWriter, read_jsonl, read_rows, row_key, shard_path
@@ -177,7 +177,7 @@ def evaluate(
     Raises
     ------
     captum_fvit.errors.NonFiniteError
-        (:class:`~captum_fvit.evaluate.pipeline.ImageFailure`) naming the image whose
+        (:class:`~captum_fvit.evaluate.experiment.pipeline.ImageFailure`) naming the image whose
         pipeline produced NaN/inf; the rows of earlier batches stay on disk.
     """
     config = config or EvaluationConfig()

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from .curves import certified_fraction
+from ..metrics.curves import certified_fraction
 from .rows import group_rows, mean_ci
 from .variants import VARIANTS
 

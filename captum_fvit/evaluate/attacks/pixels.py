@@ -11,9 +11,9 @@ from collections.abc import Callable
 
 import torch
 
-from ..noise import ATTACK_START_STREAM, random_seed, stream_generator
-from ..space import Normalization
-from ..validation import check_positive
+from ...noise import ATTACK_START_STREAM, random_seed, stream_generator
+from ...space import Normalization
+from ...validation import check_positive
 
 __all__ = [
     "ascent_step",

@@ -17,15 +17,15 @@ The explanation under attack, ``map_fn``, is often *not* differentiable in the i
 denoises under ``torch.no_grad`` and averages over random samples, and the explain methods
 detach what they record. The gradient therefore comes from a differentiable
 ``surrogate_map_fn`` ``s`` — by default an
-:class:`~captum_fvit.evaluate.surrogate.AttentionSurrogate`: the explain method itself run on
+:class:`~captum_fvit.evaluate.attacks.surrogate.AttentionSurrogate`: the explain method itself run on
 the plain model with the graph kept, mirroring ``map_fn``'s method and options when
 ``map_fn`` is a bound ``token_map`` of an ``AttentionMap``/``DDSAttention`` (every method,
 grad_rollout and attn_gradcam included). Only two things come from ``map_fn``: the target
 set ``T_k`` (top-k of ``map_fn(x)`` on the clean input) and the final score (``map_fn(x')``'s
 top-k overlap with ``T_k``). The attack on DDS is thus a *transfer* attack from the plain
 model's explanation to the smoothed one; the *adaptive* attack through the denoiser is
-:func:`~captum_fvit.evaluate.adaptive.adaptive_topk`, which runs the same ascent
-(:func:`~captum_fvit.evaluate.topk_ascent.label_preserving_ascent`) on EOT gradients of the
+:func:`~captum_fvit.evaluate.attacks.adaptive.adaptive_topk`, which runs the same ascent
+(:func:`~captum_fvit.evaluate.attacks.topk_ascent.label_preserving_ascent`) on EOT gradients of the
 DDS map. The result reports both the surrogate's objective and ``map_fn``'s overlap, so
 the transfer gap is visible.
 """
@@ -38,13 +38,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..explain.targets import logits_of
-from ..space import Normalization, resolve_normalization
-from ..validation import check_eps, check_image_batch, check_k, check_seed, check_steps
-from ._checks import as_map_batch
-from ._pixels import clean_pixels, resolve_step, seeded_start
+from ...explain.targets import logits_of
+from ...space import Normalization, resolve_normalization
+from ...validation import check_eps, check_image_batch, check_k, check_seed, check_steps
+from ..metrics.maps import as_map_batch
+from .pixels import clean_pixels, resolve_step, seeded_start
 from .labels import deprecated_alias
-from .metrics import topk_indices, topk_mass, topk_overlap
+from ..metrics.similarity import topk_indices, topk_mass, topk_overlap
 from .surrogate import surrogate_like
 from .topk_ascent import Probe, label_preserving_ascent
 
@@ -137,7 +137,7 @@ def topk_explanation_attack(
         step is rejected.
     surrogate_map_fn : callable, optional
         Differentiable ``x_model_space -> N×P`` map giving the gradients; default
-        :func:`~captum_fvit.evaluate.surrogate.surrogate_like` ``(map_fn, model)`` (the
+        :func:`~captum_fvit.evaluate.attacks.surrogate.surrogate_like` ``(map_fn, model)`` (the
         method and options of ``map_fn``'s explainer, any method; else plain rollout).
     random_start : bool, default False
         Start from a uniformly random point of the ball (per image, only if it keeps the

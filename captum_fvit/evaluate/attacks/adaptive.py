@@ -2,10 +2,10 @@
 
 Both attacks follow the gradient of the *smoothed* quantity itself — noise → denoiser → ViT
 → explanation method — estimated with ``n_eot`` fresh noise samples per step (expectation
-over transformation, Athalye et al. 2018) by :class:`~captum_fvit.evaluate.differentiable.
+over transformation, Athalye et al. 2018) by :class:`~captum_fvit.evaluate.attacks.differentiable.
 DifferentiableDDS`; nothing is transferred from the plain model (compare the *transfer*
-attacks :func:`~captum_fvit.evaluate.prediction_attacks.pgd_attack` and
-:func:`~captum_fvit.evaluate.explanation_attack.topk_explanation_attack`, which differentiate
+attacks :func:`~captum_fvit.evaluate.attacks.prediction.pgd_attack` and
+:func:`~captum_fvit.evaluate.attacks.explanation_attack.topk_explanation_attack`, which differentiate
 the plain ViT only).
 
 * :func:`smooth_pgd` — PGD on the smoothed classifier (SmoothAdv, Salman et al. 2019): ascend
@@ -15,8 +15,8 @@ the plain ViT only).
   ``T_k = T_k(g(x))``, rejecting steps that change the smoothed classifier's label.
 
 Both are thin layers: :func:`smooth_pgd` is the one EOT-PGD
-(:func:`~captum_fvit.evaluate.eot_pgd.eot_pgd`), :func:`adaptive_topk` the one label-preserving
-ascent (:func:`~captum_fvit.evaluate.topk_ascent.label_preserving_ascent`) that the transfer
+(:func:`~captum_fvit.evaluate.attacks.eot_pgd.eot_pgd`), :func:`adaptive_topk` the one label-preserving
+ascent (:func:`~captum_fvit.evaluate.attacks.topk_ascent.label_preserving_ascent`) that the transfer
 top-k attack runs too. Threat models ℓ∞ and ℓ2, radius ε in **[0, 1] pixel units**, random
 start (stream :data:`~captum_fvit.noise.ATTACK_START_STREAM`), the attacked pixels kept in
 [0, 1]. Inputs and outputs are in the model's normalisation. Step ``s`` uses noise samples
@@ -33,16 +33,16 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..explain.base import TokenMapMethod
-from ..noise import ADAPTIVE_LABEL_STREAM, ADAPTIVE_STREAM, random_seed
-from ..space import Normalization, resolve_normalization
-from ..validation import check_count, check_eps, check_image_batch, check_k, check_norm, check_seed
-from ..validation import renamed_argument
-from ._pixels import clean_pixels, resolve_step, seeded_start
+from ...explain.base import TokenMapMethod
+from ...noise import ADAPTIVE_LABEL_STREAM, ADAPTIVE_STREAM, random_seed
+from ...space import Normalization, resolve_normalization
+from ...validation import check_count, check_eps, check_image_batch, check_k, check_norm, check_seed
+from ...validation import renamed_argument
+from .pixels import clean_pixels, resolve_step, seeded_start
 from .differentiable import DifferentiableDDS
 from .eot_pgd import ADAPTIVE_STREAMS, eot_pgd
 from .labels import LabelType, deprecated_alias, resolve_labels
-from .metrics import topk_indices
+from ..metrics.similarity import topk_indices
 from .topk_ascent import Probe, label_preserving_ascent
 
 __all__ = [

@@ -1,9 +1,9 @@
 """What an evaluation runs: :class:`EvaluationConfig` and its validation.
 
 A configuration names entries of two registries: explanation *variants*
-(:data:`~captum_fvit.evaluate.variants.VARIANTS`: vanilla, smoothgrad, identity, dds) and
-*attacks* (:data:`~captum_fvit.evaluate.attacks.ATTACKS`: transfer and adaptive). Presets
-(:mod:`~captum_fvit.evaluate.presets`, e.g. the paper's evaluation) are configurations.
+(:data:`~captum_fvit.evaluate.experiment.variants.VARIANTS`: vanilla, smoothgrad, identity, dds) and
+*attacks* (:data:`~captum_fvit.evaluate.attacks.registry.ATTACKS`: transfer and adaptive). Presets
+(:mod:`~captum_fvit.evaluate.experiment.presets`, e.g. the paper's evaluation) are configurations.
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import InitVar, asdict, dataclass
 
-from ..explain import METHODS
-from ..validation import check_count, check_eps, check_norm, check_probability, check_radius
-from ..validation import check_sigma
-from .attacks import get_attack
+from ...explain import METHODS
+from ...validation import check_count, check_eps, check_norm, check_probability, check_radius
+from ...validation import check_sigma
+from ..attacks.registry import get_attack
 from .variants import VARIANTS
 
 __all__ = ["EvaluationConfig", "VARIANTS", "attack_threat"]
@@ -41,12 +41,12 @@ class EvaluationConfig:
     methods : sequence of str
         Explanation methods (``"raw"``, ``"rollout"``, ``"grad_rollout"``, ``"attn_gradcam"``).
     variants : sequence of str
-        Names of :data:`~captum_fvit.evaluate.variants.VARIANTS` (``"vanilla"``,
+        Names of :data:`~captum_fvit.evaluate.experiment.variants.VARIANTS` (``"vanilla"``,
         ``"smoothgrad"``, ``"identity"``, ``"dds"``).
     eps : sequence of float
         Attack radii (pixel units; 0 = clean, always added). The paper sweeps 0..16/255, ℓ∞.
     attack : str or sequence of str
-        One or several names of :data:`~captum_fvit.evaluate.attacks.ATTACKS` (``"pgd"`` on
+        One or several names of :data:`~captum_fvit.evaluate.attacks.registry.ATTACKS` (``"pgd"`` on
         the plain ViT's prediction — the paper's protocol —, ``"eot_pgd"``, ``"topk"``,
         ``"smooth_pgd"``, ``"adaptive_topk"``) or ``"none"``. Prediction attacks run once per
         batch and ε; explanation attacks once per method (every variant explains the same

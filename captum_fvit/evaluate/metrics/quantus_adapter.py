@@ -33,8 +33,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..attr import AttentionMap, DDSAttention, FaithfulRegion
-from ..model_io import LogitsModel
+from ...attr import AttentionMap, DDSAttention, FaithfulRegion
+from ...model_io import LogitsModel
 
 __all__ = ["QuantusExplainFunc"]
 

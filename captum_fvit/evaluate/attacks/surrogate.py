@@ -17,10 +17,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..attention import AttentionAdapter, AttentionRecorder, find_adapter
-from ..attention.windows import WindowedAttention
-from ..explain.base import TokenMapAccumulator, TokenMapMethod, keep_graph, make_method
-from ..explain.targets import TargetType, logits_of, resolve_target
+from ...attention import AttentionAdapter, AttentionRecorder, find_adapter
+from ...attention.windows import WindowedAttention
+from ...explain.base import TokenMapAccumulator, TokenMapMethod, keep_graph, make_method
+from ...explain.targets import TargetType, logits_of, resolve_target
 
 __all__ = ["AttentionSurrogate", "explained_method", "surrogate_like"]
 

@@ -26,10 +26,10 @@ import torch.nn.functional as F
 from captum.attr import NoiseTunnel
 from torch import nn
 
-from ..attr import AttentionMap
-from ..denoise.base import check_sigma
-from ..space import Normalization, resolve_normalization
-from ..validation import check_count, check_seed
+from ...attr import AttentionMap
+from ...denoise.base import check_sigma
+from ...space import Normalization, resolve_normalization
+from ...validation import check_count, check_seed
 
 __all__ = ["BASELINES", "SmoothGradAttention", "noise_tunnel_stdev"]
 

@@ -23,14 +23,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..attr import AttentionMap, FaithfulRegion
-from ..errors import NonFiniteError
-from ..model_io import logits_of
-from ..space import Normalization
-from .attacks import AttackContext, AttackSpec, get_attack
+from ...attr import AttentionMap, FaithfulRegion
+from ...errors import NonFiniteError
+from ...model_io import logits_of
+from ...space import Normalization
+from ..attacks.registry import AttackContext, AttackSpec, get_attack
 from .config import CLEAN, EvaluationConfig, attack_threat
-from .metrics import spearman, topk_overlap
-from .segmentation import segmentation_counts
+from ..metrics.similarity import spearman, topk_overlap
+from ..metrics.segmentation import segmentation_counts
 from .variants import VARIANTS, Explainer, build_explainer
 
 __all__ = ["KEY_FIELDS", "Batch", "BatchState", "ImageFailure", "Pipeline", "Unit", "load_batch"]

@@ -1,0 +1,36 @@
+"""Writing what a run measured: ``results.json``/``.csv``, ``summary.md`` and ``report.html``
+with figures, all computed from the streamed rows.
+"""
+
+from __future__ import annotations
+
+from .html import Report, markdown_table
+from .figures import (
+    certified_curve_plot,
+    drilldown_maps,
+    heatmap_grid,
+    line_plot,
+    region_overlay,
+    series_styles,
+)
+from .write import (
+    METRIC_NOTES,
+    write_csv,
+    write_report,
+    setup_items,
+)
+
+__all__ = [
+    "Report",
+    "markdown_table",
+    "certified_curve_plot",
+    "drilldown_maps",
+    "heatmap_grid",
+    "line_plot",
+    "region_overlay",
+    "series_styles",
+    "METRIC_NOTES",
+    "write_csv",
+    "write_report",
+    "setup_items",
+]
