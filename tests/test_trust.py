@@ -423,7 +423,7 @@ def test_samples_for_stability_meets_its_target(timm_vit, images):
     """The chosen n makes two independent-seed runs agree about as well as asked (the
     chooser is a plug-in and mildly optimistic, so the check allows 0.1 of slack), and a
     stricter target needs more samples."""
-    from captum_fvit.evaluate.metrics import topk_overlap
+    from captum_fvit.evaluate.metrics.similarity import topk_overlap
 
     pilot = DDSAttention(timm_vit, None, "raw", sigma=0.3, n_samples=32)
     loose = pilot.samples_for_stability(images, k=4, stability=0.6, seed=0)
