@@ -66,6 +66,7 @@ API_MODULES = [
     ("captum_fvit.models", "captum_fvit.models: bundled models", False),
     ("captum_fvit.training", "captum_fvit.training: training the bundled default", False),
     ("captum_fvit.sample_size", "captum_fvit.sample_size: samples for a target stability", True),
+    ("captum_fvit.differentiable", "captum_fvit.differentiable: DDS with gradients", True),
 ]
 
 # -- extensions ----------------------------------------------------------------------------

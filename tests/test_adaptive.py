@@ -30,7 +30,7 @@ from torch import nn
 from captum_fvit import DDSAttention, FaithfulRegion
 from captum_fvit.attention import AttentionAdapter, register_adapter
 from captum_fvit.evaluate.attacks.adaptive import adaptive_topk, smooth_pgd
-from captum_fvit.evaluate.attacks.differentiable import DifferentiableDDS
+from captum_fvit.differentiable import DifferentiableDDS
 from captum_fvit.explain.base import at_least_float32, graph_kept, keep_graph
 from captum_fvit.noise import draw_noise
 from captum_fvit.space import Normalization
@@ -354,7 +354,7 @@ def _decreasing(z):
 
 # -- certificates checked by attack ----------------------------------------------------------
 def test_certificate_check_finds_no_violation_and_has_teeth():
-    from captum_fvit.evaluate.attacks.certificate_check import check_certificates
+    from captum_fvit.evaluate.metrics.certificate_check import check_certificates
 
     model = make_toy()
     x = toy_image(model, 1.0, 1.0)
@@ -378,7 +378,7 @@ def test_certificate_check_finds_no_violation_and_has_teeth():
 def test_certificate_check_chunk_size_is_the_deprecated_name_of_batch_size():
     """``check_certificates(chunk_size=)`` warns at the caller and gives the same report as
     ``batch_size=``; both names at once is a TypeError."""
-    from captum_fvit.evaluate.attacks.certificate_check import check_certificates
+    from captum_fvit.evaluate.metrics.certificate_check import check_certificates
 
     model = make_toy()
     x = toy_image(model, 1.0, 1.0)

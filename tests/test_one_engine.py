@@ -19,7 +19,7 @@ from conftest import make_timm_vit, make_tiny_unet
 
 from captum_fvit import DDSAttention
 from captum_fvit.errors import NonFiniteError
-from captum_fvit.evaluate.attacks.differentiable import DifferentiableDDS
+from captum_fvit.differentiable import DifferentiableDDS
 from captum_fvit.noise import SampleNoise, denoiser_stream
 
 METHODS = ["raw", "rollout", "grad_rollout", "attn_gradcam"]

@@ -16,7 +16,6 @@ Radii are ℓ2 in [0, 1] pixel units unless named ``*_linf`` (ℓ∞, ``R₂/√
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar

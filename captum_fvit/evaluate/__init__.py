@@ -34,10 +34,11 @@ Existing XAI benchmarks (:mod:`~captum_fvit.evaluate.metrics.quantus_adapter`)
 
 from .attacks.adaptive import adaptive_topk, smooth_pgd
 from .experiment.baselines import SmoothGradAttention
-from .attacks.certificate_check import check_certificates
-from .attacks.differentiable import DifferentiableDDS
+from .metrics.certificate_check import check_certificates
+from ..differentiable import DifferentiableDDS
 from .metrics.floor import choose_n_samples, seed_overlap
-from .experiment.presets import PRESETS, run_paper_preset, write_paper_table
+from .experiment.presets import PRESETS, run_paper_preset
+from .report.paper_table import write_paper_table
 from .experiment.variants import VARIANTS
 from .attacks.registry import ATTACKS, eot_pgd_attack, get_attack, pgd_attack
 from .metrics.captum_metrics import (

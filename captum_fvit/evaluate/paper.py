@@ -7,7 +7,8 @@ import sys
 import warnings
 from collections.abc import Sequence
 
-from .experiment.presets import ATTACK_NAMES, PaperResult, markdown_to_rst, run_paper_preset, write_paper_table
+from .experiment.presets import ATTACK_NAMES, PaperResult, run_paper_preset
+from .report.paper_table import markdown_to_rst, write_paper_table
 
 __all__ = ["ATTACK_NAMES", "PaperResult", "markdown_to_rst", "run_paper_preset", "write_paper_table"]
 

@@ -62,7 +62,7 @@ _KEEP_GRAPH: contextvars.ContextVar[bool] = contextvars.ContextVar(
 def keep_graph() -> Iterator[None]:
     """Within this block the methods do not detach the attention (and gradients) they read,
     so a token map is a differentiable function of the input (used by the adaptive attacks of
-    :mod:`captum_fvit.evaluate.attacks.differentiable`). Context-local (threads, asyncio)."""
+    :mod:`captum_fvit.differentiable`). Context-local (threads, asyncio)."""
     token = _KEEP_GRAPH.set(True)
     try:
         yield

@@ -1,7 +1,7 @@
 """Attacks on predictions and explanations, all in one registry (:data:`ATTACKS`): PGD and the
 transfer top-k attack on the plain model, EOT-PGD and the adaptive top-k attack through DDS
-(:class:`DifferentiableDDS`), and certificates checked by attack. Perturbations are in
-[0, 1] pixel units.
+(:class:`~captum_fvit.differentiable.DifferentiableDDS`). Perturbations are in [0, 1] pixel
+units.
 """
 
 from __future__ import annotations
@@ -18,7 +18,6 @@ from .pixels import (
     resolve_step,
 )
 from .topk_ascent import AscentResult, Probe, label_preserving_ascent
-from .differentiable import DifferentiableDDS, SmoothedEstimate, differentiable_denoiser
 from .eot_pgd import (
     ADAPTIVE_STREAMS,
     EOT_STREAMS,
@@ -49,7 +48,6 @@ from .registry import (
     pgd_attack,
     topk_explanation_attack,
 )
-from .certificate_check import CertificateCheck, CertificateCheckReport, check_certificates
 
 __all__ = [
     "LabelType",
@@ -66,9 +64,6 @@ __all__ = [
     "AscentResult",
     "Probe",
     "label_preserving_ascent",
-    "DifferentiableDDS",
-    "SmoothedEstimate",
-    "differentiable_denoiser",
     "ADAPTIVE_STREAMS",
     "EOT_STREAMS",
     "EOTStreams",
@@ -97,7 +92,4 @@ __all__ = [
     "get_attack",
     "pgd_attack",
     "topk_explanation_attack",
-    "CertificateCheck",
-    "CertificateCheckReport",
-    "check_certificates",
 ]

@@ -2,7 +2,7 @@
 
 Both attacks follow the gradient of the *smoothed* quantity itself — noise → denoiser → ViT
 → explanation method — estimated with ``n_eot`` fresh noise samples per step (expectation
-over transformation, Athalye et al. 2018) by :class:`~captum_fvit.evaluate.attacks.differentiable.
+over transformation, Athalye et al. 2018) by :class:`~captum_fvit.differentiable.
 DifferentiableDDS`; nothing is transferred from the plain model (compare the *transfer*
 attacks :func:`~captum_fvit.evaluate.attacks.prediction.pgd_attack` and
 :func:`~captum_fvit.evaluate.attacks.explanation_attack.topk_explanation_attack`, which differentiate
@@ -39,7 +39,7 @@ from ...space import Normalization, resolve_normalization
 from ...validation import check_count, check_eps, check_image_batch, check_k, check_norm, check_seed
 from ...validation import renamed_argument
 from .pixels import clean_pixels, resolve_step, seeded_start
-from .differentiable import DifferentiableDDS
+from ...differentiable import DifferentiableDDS
 from .eot_pgd import ADAPTIVE_STREAMS, eot_pgd
 from .labels import LabelType, deprecated_alias, resolve_labels
 from ..metrics.similarity import topk_indices

@@ -3,7 +3,7 @@
 SmoothAdv (Salman et al. 2019) with expectation over transformation (Athalye et al. 2018):
 each step ascends the cross-entropy ``−log p̄_y(x')`` of the softmax averaged over ``n_eot``
 fresh noise + denoise samples, its gradient estimated by
-:meth:`~captum_fvit.evaluate.attacks.differentiable.DifferentiableDDS.gradient` (noise → denoiser →
+:meth:`~captum_fvit.differentiable.DifferentiableDDS.gradient` (noise → denoiser →
 ViT, chunked). :func:`~captum_fvit.evaluate.attacks.prediction.eot_pgd_attack` and
 :func:`~captum_fvit.evaluate.attacks.adaptive.smooth_pgd` are entry points of this one attack; they
 differ only in their noise streams and in how the default labels are read.
@@ -26,7 +26,7 @@ from ...explain.targets import logits_of
 from ...noise import ADAPTIVE_LABEL_STREAM, ADAPTIVE_STREAM, EOT_LABEL_STREAM, EOT_STREAM
 from ...validation import check_choice
 from .pixels import projected_ascent, seeded_start
-from .differentiable import DifferentiableDDS
+from ...differentiable import DifferentiableDDS
 from .labels import LabelType, resolve_labels
 
 __all__ = ["ADAPTIVE_STREAMS", "EOT_STREAMS", "EOTStreams", "LABEL_RULES", "eot_pgd"]

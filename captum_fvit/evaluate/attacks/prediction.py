@@ -36,7 +36,7 @@ from ...validation import (
     renamed_argument,
 )
 from .pixels import clean_pixels, projected_ascent, resolve_step, seeded_start
-from .differentiable import DifferentiableDDS
+from ...differentiable import DifferentiableDDS
 from .eot_pgd import EOT_STREAMS, eot_pgd
 from .labels import LabelType, resolve_labels
 
@@ -189,7 +189,7 @@ def eot_pgd_attack(
     -----
     The same attack as :func:`~captum_fvit.evaluate.attacks.adaptive.smooth_pgd`
     (:func:`~captum_fvit.evaluate.attacks.eot_pgd.eot_pgd` on a
-    :class:`~captum_fvit.evaluate.attacks.differentiable.DifferentiableDDS`), with the noise streams
+    :class:`~captum_fvit.differentiable.DifferentiableDDS`), with the noise streams
     :data:`~captum_fvit.noise.EOT_STREAM` / :data:`~captum_fvit.noise.EOT_LABEL_STREAM` and
     soft default labels.
     """

@@ -28,7 +28,7 @@ from ...space import Normalization
 from ...validation import NORMS, check_choice
 from .pixels import resolve_step
 from .adaptive import adaptive_topk
-from .differentiable import DifferentiableDDS
+from ...differentiable import DifferentiableDDS
 from .eot_pgd import ADAPTIVE_STREAMS, EOT_STREAMS, eot_pgd
 from .explanation_attack import ExplanationAttackResult, topk_explanation_attack
 from .prediction import eot_pgd_attack, pgd_attack

@@ -1,6 +1,6 @@
 """Metrics of explanations and certificates: similarity of maps (top-k overlap, Spearman,
 JSD/TVD), the segmentation and perturbation tests, Captum's infidelity/sensitivity, certified
-curves, the Monte-Carlo floor and the Quantus adapter.
+curves, the Monte-Carlo floor, certificates checked by attack and the Quantus adapter.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from .captum_metrics import (
     uniform_perturbation,
 )
 from .floor import choose_n_samples, predicted_seed_overlap, seed_overlap
+from .certificate_check import CertificateCheck, CertificateCheckReport, check_certificates
 from .quantus_adapter import QuantusExplainFunc
 
 __all__ = [
@@ -74,5 +75,8 @@ __all__ = [
     "choose_n_samples",
     "predicted_seed_overlap",
     "seed_overlap",
+    "CertificateCheck",
+    "CertificateCheckReport",
+    "check_certificates",
     "QuantusExplainFunc",
 ]

@@ -1,5 +1,5 @@
 """Writing what a run measured: ``results.json``/``.csv``, ``summary.md`` and ``report.html``
-with figures, all computed from the streamed rows.
+with figures, and the paper preset's table, all computed from the streamed rows.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from .write import (
     write_report,
     setup_items,
 )
+from .paper_table import TABLE_FILE, markdown_to_rst, write_paper_table
 
 __all__ = [
     "Report",
@@ -33,4 +34,7 @@ __all__ = [
     "write_csv",
     "write_report",
     "setup_items",
+    "TABLE_FILE",
+    "markdown_to_rst",
+    "write_paper_table",
 ]
