@@ -116,7 +116,8 @@ def _add_evaluate_arguments(ev: argparse.ArgumentParser) -> None:
     ev.add_argument("--k", type=int, default=10, help="top-k size")
     ev.add_argument("--floor", action="store_true", help="also the Monte-Carlo floor (a second clean run with an independent seed)")
     ev.add_argument("--certify", action="store_true", help="also certify faithful regions")
-    ev.add_argument("--certify-n", type=int, default=200, help="certification samples per image (the budget with --certify-radius)")
+    ev.add_argument("--certify-n-samples", type=int, default=200, help="certification samples per image (the budget with --certify-radius)")
+    _add_deprecated(ev, "--certify-n", "certify_n_samples")
     ev.add_argument("--certify-n-select", type=int, default=32, help="selection samples of the certified class")
     ev.add_argument("--certify-radius", type=float, default=None, help="decide with the anytime-valid sequential test whether each image is (r, beta, k)-faithful at this l2 radius ([0,1] pixel units), stopping early")
     ev.add_argument("--preset", default=None, choices=sorted(PRESETS), help="'paper': the paper's evaluation (>= 200 images, eps 0/2/4/8, transfer and adaptive attacks, every variant, Monte-Carlo floor, bootstrap CIs) on --model/--denoiser/--data (default: the bundled ones); writes paper_table.md too")
@@ -198,7 +199,7 @@ def _check_image_size(model, size: int, device: str) -> None:
 #: ``evaluate`` options that are fields of :class:`~captum_fvit.evaluate.EvaluationConfig`.
 CONFIG_OPTIONS = (
     "methods", "variants", "attack", "norm", "attack_steps", "adaptive_steps", "n_eot",
-    "n_adaptive_images", "sigma", "n_samples", "k", "floor", "certify", "certify_n",
+    "n_adaptive_images", "sigma", "n_samples", "k", "floor", "certify", "certify_n_samples",
     "certify_n_select", "certify_radius", "batch_size", "seed",
 )  # fmt: skip
 #: Options a preset fixes (its comparison): refused with ``--preset``.

@@ -243,7 +243,7 @@ def test_evaluate_certify_radius_runs_the_sequential_test(in_factory_dir, capsys
     """--certify-radius: rows carry the sequential decision and the samples it used, which
     equal FaithfulRegion.decide(x, r) on the same images and seed."""
     args = ["evaluate", "--model", "cli_factories:make", "--denoiser", "identity", *TINY,
-            "--n-images", "2", "--certify", "--certify-n", "64", "--certify-radius", "0.001",
+            "--n-images", "2", "--certify", "--certify-n-samples", "64", "--certify-radius", "0.001",
             "--sigma", "0.1", "--out", "o"]  # fmt: skip
     assert main(args) == 0, capsys.readouterr().err
     rows = [json.loads(line) for line in (in_factory_dir / "o" / "results.jsonl").read_text().splitlines()]

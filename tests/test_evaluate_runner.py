@@ -78,7 +78,7 @@ def test_runner_with_certificates(shapes_vit, tmp_path):
         n_samples=2,
         k=3,
         certify=True,
-        certify_n=40,
+        certify_n_samples=40,
         certify_n_select=8,
         batch_size=2,
     )
@@ -217,3 +217,13 @@ def test_config_old_names_warn_and_several_attacks_validate():
     with pytest.raises(ValueError, match="supports norm linf"):
         EvaluationConfig(attack=("pgd", "topk"), norm="l2").validate()
     assert EvaluationConfig(attack="none").attacks == ()
+
+
+def test_config_old_certify_n_warns_and_sets_certify_n_samples():
+    with pytest.warns(DeprecationWarning, match="certify_n_samples"):
+        config = EvaluationConfig(certify_n=40)
+    assert config.certify_n_samples == 40 and "certify_n" not in config.to_dict()
+    with pytest.warns(DeprecationWarning, match="certify_n_samples"):
+        assert config.certify_n == 40
+    with pytest.raises(TypeError, match="certify_n_samples= only"):
+        EvaluationConfig(certify_n=40, certify_n_samples=50)

@@ -176,7 +176,7 @@ def test_outputs_record_config_versions_and_setup(run_module, tmp_path):
     for name in ("markdown", "html"):
         text = paths[name].read_text()
         assert "tiny-vit" in text and "shapes-9" in text and "identity" in text
-        assert "captum-fvit" in text and '"certify_n"' in text.replace("&quot;", '"')
+        assert "captum-fvit" in text and '"certify_n_samples"' in text.replace("&quot;", '"')
     csv_text = paths["csv"].read_text()
     assert csv_text.startswith("# config: ") and "# versions: " in csv_text
     import csv as csv_module

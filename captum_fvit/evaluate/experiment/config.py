@@ -14,8 +14,15 @@ from collections.abc import Sequence
 from dataclasses import InitVar, asdict, dataclass
 
 from ...explain import METHODS
-from ...validation import check_count, check_eps, check_norm, check_probability, check_radius
-from ...validation import check_sigma
+from ...validation import (
+    check_count,
+    check_eps,
+    check_norm,
+    check_probability,
+    check_radius,
+    check_sigma,
+    renamed_argument,
+)
 from ..attacks.registry import get_attack
 from .variants import VARIANTS
 
@@ -71,16 +78,18 @@ class EvaluationConfig:
         Also explain the clean images with a second, independent seed: smoothed rows get the
         Monte-Carlo floor (``floor_overlap``) and ``topk_overlap_indep``.
     certify : bool
-        Also certify faithful regions (costly: ``certify_n`` samples per image and method).
+        Also certify faithful regions (costly: ``certify_n_samples`` samples per image and
+        method).
     certify_methods : sequence of str, optional
         Methods to certify (default: all of ``methods``).
-    certify_n, certify_n_select, beta, alpha : int, int, float, float
-        FaithfulRegion settings (``n``, ``n_select``, β, α); ``certify_n0`` is the deprecated
-        name of ``certify_n_select``.
+    certify_n_samples, certify_n_select, beta, alpha : int, int, float, float
+        FaithfulRegion settings (``n_samples``, ``n_select``, β, α); ``certify_n`` and
+        ``certify_n0`` are the deprecated names of ``certify_n_samples`` and
+        ``certify_n_select``.
     certify_radius : float, optional
-        Instead of the maximal radii from ``certify_n`` samples, decide with the anytime-valid
+        Instead of the maximal radii from ``certify_n_samples`` samples, decide with the anytime-valid
         sequential test whether each image is (r, β, k)-faithful at this ℓ2 radius ([0, 1]
-        pixel units), stopping as soon as decided (budget ``certify_n`` samples).
+        pixel units), stopping as soon as decided (budget ``certify_n_samples`` samples).
     batch_size : int
         Images per batch (the unit of streaming, resuming and sharding); smoothed variants
         run chunks of ``max(4·batch_size, 16)`` noisy images.
@@ -105,7 +114,7 @@ class EvaluationConfig:
     floor: bool = False
     certify: bool = False
     certify_methods: Sequence[str] | None = None
-    certify_n: int = 200
+    certify_n_samples: int = 200
     certify_n_select: int = 32
     certify_radius: float | None = None
     beta: float = 0.6
@@ -114,12 +123,17 @@ class EvaluationConfig:
     seed: int = 0
     figure_images: int = 4
     certify_n0: InitVar[int | None] = None
+    certify_n: InitVar[int | None] = None
 
-    def __post_init__(self, certify_n0: int | None) -> None:
-        if certify_n0 is not None:
-            warnings.warn("EvaluationConfig(certify_n0=...) is deprecated; use certify_n_select=",
-                          DeprecationWarning, stacklevel=3)  # fmt: skip
-            self.certify_n_select = certify_n0
+    def __post_init__(self, certify_n0: int | None, certify_n: int | None) -> None:
+        self.certify_n_select = renamed_argument(
+            self.certify_n_select, certify_n0, "certify_n_select", "certify_n0", 32,
+            "EvaluationConfig", stacklevel=4,
+        )  # fmt: skip
+        self.certify_n_samples = renamed_argument(
+            self.certify_n_samples, certify_n, "certify_n_samples", "certify_n", 200,
+            "EvaluationConfig", stacklevel=4,
+        )  # fmt: skip
 
     @property
     def attacks(self) -> tuple[str, ...]:
@@ -136,7 +150,7 @@ class EvaluationConfig:
             raise ValueError(f"eps must be finite and ≥ 0 (pixel units), got {list(self.eps)}")
         for e in self.eps:
             check_eps(e)
-        for name in ("n_samples", "k", "batch_size", "attack_steps", "n_eot", "certify_n",
+        for name in ("n_samples", "k", "batch_size", "attack_steps", "n_eot", "certify_n_samples",
                      "certify_n_select"):  # fmt: skip
             check_count(getattr(self, name), name)
         if self.adaptive_steps is not None:
@@ -200,3 +214,17 @@ class EvaluationConfig:
         data["certify_methods"] = self.certified_methods or None
         data["eps"] = self.eps_list
         return data
+
+
+def _deprecated_field(old: str, new: str) -> property:
+    def read(self):
+        warnings.warn(f"EvaluationConfig.{old} is deprecated; use .{new}", DeprecationWarning,
+                      stacklevel=2)  # fmt: skip
+        return getattr(self, new)
+
+    return property(read)
+
+
+# The old names read the new fields (the dataclass took them as init-only arguments above).
+EvaluationConfig.certify_n0 = _deprecated_field("certify_n0", "certify_n_select")
+EvaluationConfig.certify_n = _deprecated_field("certify_n", "certify_n_samples")

@@ -118,7 +118,7 @@ def load_batch(dataset: Any, batch_index: int, images: Sequence[int]) -> Batch:
 def _region(model, denoiser, method, config: EvaluationConfig, normalization) -> FaithfulRegion:
     return FaithfulRegion(
         model, denoiser, method, k=config.k, beta=config.beta, alpha=config.alpha,
-        n_samples=config.certify_n, n_select=config.certify_n_select, sigma=config.sigma,
+        n_samples=config.certify_n_samples, n_select=config.certify_n_select, sigma=config.sigma,
         batch_size=max(config.batch_size * 4, 16), input_mean=normalization.mean,
         input_std=normalization.std,
     )  # fmt: skip

@@ -88,7 +88,7 @@ def _attack_text(config: dict) -> str:
 
 def _certify_text(config: dict) -> str:
     return (
-        f"{', '.join(config['certify_methods'] or [])}: n = {config['certify_n']}, "
+        f"{', '.join(config['certify_methods'] or [])}: n = {config['certify_n_samples']}, "
         f"n_select = {config['certify_n_select']}, β = {config['beta']:g}, α = {config['alpha']:g}"
     )
 
