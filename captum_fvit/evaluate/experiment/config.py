@@ -214,17 +214,3 @@ class EvaluationConfig:
         data["certify_methods"] = self.certified_methods or None
         data["eps"] = self.eps_list
         return data
-
-
-def _deprecated_field(old: str, new: str) -> property:
-    def read(self):
-        warnings.warn(f"EvaluationConfig.{old} is deprecated; use .{new}", DeprecationWarning,
-                      stacklevel=2)  # fmt: skip
-        return getattr(self, new)
-
-    return property(read)
-
-
-# The old names read the new fields (the dataclass took them as init-only arguments above).
-EvaluationConfig.certify_n0 = _deprecated_field("certify_n0", "certify_n_select")
-EvaluationConfig.certify_n = _deprecated_field("certify_n", "certify_n_samples")
