@@ -48,7 +48,14 @@ import torch
 from scipy.stats import beta as beta_dist
 from torch import Tensor
 
-from .validation import check_alpha, check_count, check_k, check_probability, check_radius, check_sigma
+from .validation import (
+    check_alpha,
+    check_count,
+    check_k,
+    check_probability,
+    check_radius,
+    check_sigma,
+)
 
 __all__ = [
     "Bounds",

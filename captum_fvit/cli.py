@@ -320,8 +320,8 @@ def _run_evaluation(args: argparse.Namespace, model, dataset, n_images, inputs: 
 
 
 def _print_summary(result, out, table: str | None) -> None:
-    from .evaluate.report.html import markdown_table
     from .evaluate.experiment.runner import write_report
+    from .evaluate.report.html import markdown_table
 
     paths = write_report(result, out) if result is not None else {}
     if table is not None:

@@ -41,6 +41,7 @@ from .attention import AttentionAdapter, AttentionRecorder, find_adapter
 from .attr.selection import select_classes
 from .concurrency import model_lock
 from .denoise.identity import IdentityDenoiser
+from .evaluate.attacks.labels import deprecated_alias
 from .explain.base import TokenMapMethod, keep_graph, make_method
 from .model_io import logits_of
 from .noise import ESTIMATION_STREAM
@@ -48,7 +49,6 @@ from .smoothing import Chunk, SmoothingEngine
 from .space import Normalization, resolve_normalization
 from .stats import ClassCounts, MapStatistics, normalize_maps
 from .validation import check_count, check_image_batch, check_k, check_seed, renamed_argument
-from .evaluate.attacks.labels import deprecated_alias
 
 __all__ = ["DifferentiableDDS", "SmoothedEstimate", "differentiable_denoiser"]
 

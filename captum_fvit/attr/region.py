@@ -54,9 +54,9 @@ from ..validation import (
     check_probability,
     check_radius,
     check_seed,
+    renamed_argument,
 )
 from .base import ViTAttribution, prepare_inputs
-from ..validation import renamed_argument
 from .certificate import BaseCertificate, assemble_certificates
 from .dds_attention import SMOOTHINGS, DDSAttention
 from .region_sequential import (

@@ -34,9 +34,15 @@ from .. import certify as cert
 from .. import certify_sequential as seq
 from ..model_io import index_batch_args
 from ..noise import random_seed
-from ..validation import check_choice, check_count, check_positive, check_radius, check_seed
+from ..validation import (
+    check_choice,
+    check_count,
+    check_positive,
+    check_radius,
+    check_seed,
+    renamed_argument,
+)
 from .base import prepare_inputs
-from ..validation import renamed_argument
 from .certificate import BaseCertificate, assemble_certificates
 from .selection import explained_classes
 

@@ -52,10 +52,17 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..validation import check_choice, check_count, check_probability, check_seed, renamed_argument
 from .background import render_background, sample_background_params
 from .distractors import KEEP_OUT, draw_distractors, sample_distractor_params
-from ..validation import check_choice, check_count, check_probability, check_seed, renamed_argument
-from .rng import DOMAIN_COLOUR, DOMAIN_LABEL, DOMAIN_OBJECT, as_index_array, cos_sin, counter_uniform
+from .rng import (
+    DOMAIN_COLOUR,
+    DOMAIN_LABEL,
+    DOMAIN_OBJECT,
+    as_index_array,
+    cos_sin,
+    counter_uniform,
+)
 from .shapes import CLASS_NAMES, NUM_CLASSES, UNIT_AREA, UNIT_CIRCUMRADIUS, shape_sdf_pixels
 
 __all__ = [

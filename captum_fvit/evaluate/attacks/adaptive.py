@@ -33,16 +33,23 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ...differentiable import DifferentiableDDS
 from ...explain.base import TokenMapMethod
 from ...noise import ADAPTIVE_LABEL_STREAM, ADAPTIVE_STREAM, random_seed
 from ...space import Normalization, resolve_normalization
-from ...validation import check_count, check_eps, check_image_batch, check_k, check_norm, check_seed
-from ...validation import renamed_argument
-from .pixels import clean_pixels, resolve_step, seeded_start
-from ...differentiable import DifferentiableDDS
-from .eot_pgd import ADAPTIVE_STREAMS, eot_pgd
-from .labels import LabelType, deprecated_alias, resolve_labels
+from ...validation import (
+    check_count,
+    check_eps,
+    check_image_batch,
+    check_k,
+    check_norm,
+    check_seed,
+    renamed_argument,
+)
 from ..metrics.similarity import topk_indices
+from .eot_pgd import ADAPTIVE_STREAMS, check_eot_pgd_arguments, eot_pgd
+from .labels import LabelType, deprecated_alias, resolve_labels
+from .pixels import clean_pixels, resolve_step, seeded_start
 from .topk_ascent import Probe, label_preserving_ascent
 
 __all__ = [
@@ -154,21 +161,14 @@ def smooth_pgd(
     """
     target = renamed_argument(target, labels, "target", "labels", None, "smooth_pgd")
     batch_size = renamed_argument(batch_size, chunk_size, "batch_size", "chunk_size", 32, "smooth_pgd")
-    images = check_image_batch(inputs)
-    norm = check_norm(norm)
-    eps = check_eps(eps)
-    steps = check_count(steps, "steps")
-    n_eot = check_count(n_eot, "n_eot")
-    seed = check_seed(seed)
-    seed = random_seed() if seed is None else seed
-    alpha = resolve_step(step_size, eps)
+    a = check_eot_pgd_arguments(inputs, norm, eps, steps, n_eot, step_size, seed)
     dds = _engine(dds, model, denoiser, "raw", sigma, normalization, batch_size, noise)
-    pixels = clean_pixels(images, dds.normalization)
+    pixels = clean_pixels(a.images, dds.normalization)
     adversarial = eot_pgd(
-        dds, pixels, target, eps, n_eot, norm=norm, steps=steps, alpha=alpha, seed=seed,
-        random_start=random_start, streams=ADAPTIVE_STREAMS, label_rule="vote",
+        dds, pixels, target, a.eps, a.n_eot, norm=a.norm, steps=a.steps, alpha=a.alpha,
+        seed=a.seed, random_start=random_start, streams=ADAPTIVE_STREAMS, label_rule="vote",
     )  # fmt: skip
-    return dds.normalization.from_pixels(adversarial).to(images.dtype).detach()
+    return dds.normalization.from_pixels(adversarial).to(a.images.dtype).detach()
 
 
 @dataclass

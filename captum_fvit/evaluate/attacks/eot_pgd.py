@@ -18,16 +18,30 @@ pixel units**.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 
-from ...explain.targets import logits_of
-from ...noise import ADAPTIVE_LABEL_STREAM, ADAPTIVE_STREAM, EOT_LABEL_STREAM, EOT_STREAM
-from ...validation import check_choice
-from .pixels import projected_ascent, seeded_start
 from ...differentiable import DifferentiableDDS
+from ...explain.targets import logits_of
+from ...noise import (
+    ADAPTIVE_LABEL_STREAM,
+    ADAPTIVE_STREAM,
+    EOT_LABEL_STREAM,
+    EOT_STREAM,
+    random_seed,
+)
+from ...validation import (
+    check_choice,
+    check_eps,
+    check_image_batch,
+    check_norm,
+    check_seed,
+    check_steps,
+)
 from .labels import LabelType, resolve_labels
+from .pixels import projected_ascent, resolve_step, seeded_start
 
 __all__ = ["ADAPTIVE_STREAMS", "EOT_STREAMS", "EOTStreams", "LABEL_RULES", "eot_pgd"]
 
@@ -50,6 +64,38 @@ class EOTStreams:
 EOT_STREAMS = EOTStreams(EOT_STREAM, EOT_LABEL_STREAM)
 #: Streams of :func:`~captum_fvit.evaluate.attacks.adaptive.smooth_pgd` (the adaptive attacks).
 ADAPTIVE_STREAMS = EOTStreams(ADAPTIVE_STREAM, ADAPTIVE_LABEL_STREAM)
+
+
+class EotPgdArguments(NamedTuple):
+    """The checked arguments shared by the two EOT-PGD entry points."""
+
+    images: torch.Tensor
+    norm: str
+    eps: float
+    steps: int
+    n_eot: int
+    alpha: float
+    seed: int
+
+
+def check_eot_pgd_arguments(
+    inputs, norm, eps, steps, n_eot, step_size, seed
+) -> EotPgdArguments:
+    """Validate what :func:`~captum_fvit.evaluate.attacks.prediction.eot_pgd_attack` and
+    :func:`~captum_fvit.evaluate.attacks.adaptive.smooth_pgd` share (once, at their entry):
+    the image batch, the norm, ε in [0, 1] pixel units, the step counts, the step size
+    (default ε/5) and the seed (a fresh one when ``None``)."""
+    eps = check_eps(eps)
+    seed = check_seed(seed)
+    return EotPgdArguments(
+        images=check_image_batch(inputs),
+        norm=check_norm(norm),
+        eps=eps,
+        steps=check_steps(steps),
+        n_eot=check_steps(n_eot, "n_eot"),
+        alpha=resolve_step(step_size, eps),
+        seed=random_seed() if seed is None else seed,
+    )
 
 
 def _num_classes(dds: DifferentiableDDS, pixels: torch.Tensor) -> int:

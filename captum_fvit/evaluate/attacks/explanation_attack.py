@@ -42,9 +42,9 @@ from ...explain.targets import logits_of
 from ...space import Normalization, resolve_normalization
 from ...validation import check_eps, check_image_batch, check_k, check_seed, check_steps
 from ..metrics.maps import as_map_batch
-from .pixels import clean_pixels, resolve_step, seeded_start
-from .labels import deprecated_alias
 from ..metrics.similarity import topk_indices, topk_mass, topk_overlap
+from .labels import deprecated_alias
+from .pixels import clean_pixels, resolve_step, seeded_start
 from .surrogate import surrogate_like
 from .topk_ascent import Probe, label_preserving_ascent
 

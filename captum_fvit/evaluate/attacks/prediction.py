@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...differentiable import DifferentiableDDS
 from ...explain.targets import logits_of
-from ...noise import random_seed
 from ...space import Normalization, resolve_normalization
 from ...validation import (
     check_eps,
@@ -35,10 +35,9 @@ from ...validation import (
     check_steps,
     renamed_argument,
 )
-from .pixels import clean_pixels, projected_ascent, resolve_step, seeded_start
-from ...differentiable import DifferentiableDDS
-from .eot_pgd import EOT_STREAMS, eot_pgd
+from .eot_pgd import EOT_STREAMS, check_eot_pgd_arguments, eot_pgd
 from .labels import LabelType, resolve_labels
+from .pixels import clean_pixels, projected_ascent, resolve_step, seeded_start
 
 __all__ = ["eot_pgd_attack", "pgd_attack"]
 
@@ -199,26 +198,19 @@ def eot_pgd_attack(
             f"denoiser must be callable as denoiser(x_noisy, sigma, generator), got "
             f"{type(denoiser).__name__}"
         )
-    images = check_image_batch(inputs)
-    norm = check_norm(norm)
-    eps = check_eps(eps)
-    steps = check_steps(steps)
-    n_eot = check_steps(n_eot, "n_eot")
+    a = check_eot_pgd_arguments(inputs, norm, eps, steps, n_eot, step_size, seed)
     sigma = check_sigma(sigma)
-    alpha = resolve_step(step_size, eps)
-    seed = check_seed(seed)
-    seed = random_seed() if seed is None else seed
     normalization = normalization if normalization is not None else resolve_normalization(model)
-    pixels = clean_pixels(images, normalization)
+    pixels = clean_pixels(a.images, normalization)
     dds = DifferentiableDDS(
         model, _GradientChecked(denoiser), "raw", sigma, normalization=normalization, noise=noise,
         batch_size=batch_size,
     )  # fmt: skip
     adversarial = eot_pgd(
-        dds, pixels, target, eps, n_eot, norm=norm, steps=steps, alpha=alpha, seed=seed,
-        random_start=random_start, streams=EOT_STREAMS, label_rule="softmax",
+        dds, pixels, target, a.eps, a.n_eot, norm=a.norm, steps=a.steps, alpha=a.alpha,
+        seed=a.seed, random_start=random_start, streams=EOT_STREAMS, label_rule="softmax",
     )  # fmt: skip
-    return normalization.from_pixels(adversarial).to(images.dtype)
+    return normalization.from_pixels(adversarial).to(a.images.dtype)
 
 
 _CUT_GRADIENT = (

@@ -23,14 +23,14 @@ from typing import Protocol
 import torch
 from torch import nn
 
+from ...differentiable import DifferentiableDDS
 from ...noise import EOT_LABEL_STREAM, EOT_STREAM
 from ...space import Normalization
 from ...validation import NORMS, check_choice
-from .pixels import resolve_step
 from .adaptive import adaptive_topk
-from ...differentiable import DifferentiableDDS
 from .eot_pgd import ADAPTIVE_STREAMS, EOT_STREAMS, eot_pgd
 from .explanation_attack import ExplanationAttackResult, topk_explanation_attack
+from .pixels import resolve_step
 from .prediction import eot_pgd_attack, pgd_attack
 from .surrogate import AttentionSurrogate, explained_method, surrogate_like
 

@@ -28,9 +28,9 @@ from ...errors import NonFiniteError
 from ...model_io import logits_of
 from ...space import Normalization
 from ..attacks.registry import AttackContext, AttackSpec, get_attack
-from .config import CLEAN, EvaluationConfig, attack_threat
-from ..metrics.similarity import spearman, topk_overlap
 from ..metrics.segmentation import segmentation_counts
+from ..metrics.similarity import spearman, topk_overlap
+from .config import CLEAN, EvaluationConfig, attack_threat
 from .variants import VARIANTS, Explainer, build_explainer
 
 __all__ = ["KEY_FIELDS", "Batch", "BatchState", "ImageFailure", "Pipeline", "Unit", "load_batch"]

@@ -33,9 +33,9 @@ from typing import Any
 from torch import nn
 
 from ...space import Normalization
+from ..report.paper_table import write_paper_table
 from .aggregate import EvaluationResult
 from .config import EvaluationConfig
-from ..report.paper_table import write_paper_table
 
 __all__ = [
     "ATTACK_NAMES",

@@ -35,10 +35,10 @@ from torch import nn
 
 from ...space import Normalization, resolve_normalization
 from ...validation import check_count
+from ..report.write import write_report
 from .aggregate import EvaluationResult, aggregate_rows
 from .config import VARIANTS, EvaluationConfig
 from .distributed import Shard, current_shard, shard_batches
-from ..report.write import write_report
 from .pipeline import KEY_FIELDS, Pipeline, load_batch
 from .provenance import describe, versions
 from .rows import RowWriter, read_jsonl, read_rows, row_key, shard_path

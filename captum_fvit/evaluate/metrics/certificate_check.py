@@ -36,9 +36,16 @@ from scipy.stats import beta as beta_dist
 
 from ... import certify as cert
 from ...attr.region import FaithfulRegion
-from ...validation import check_alpha, check_count, check_image_batch, check_positive, check_seed, renamed_argument
-from ..attacks.adaptive import adaptive_topk, smooth_pgd
 from ...differentiable import DifferentiableDDS
+from ...validation import (
+    check_alpha,
+    check_count,
+    check_image_batch,
+    check_positive,
+    check_seed,
+    renamed_argument,
+)
+from ..attacks.adaptive import adaptive_topk, smooth_pgd
 
 __all__ = ["CertificateCheck", "CertificateCheckReport", "check_certificates"]
 
